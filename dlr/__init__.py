@@ -1,0 +1,8 @@
+"""dlr: out-of-core logistic regression over chunked zarr arrays, computed by dask."""
+
+__version__ = "0.1.0"
+
+from dlr.errors import DataError, DlrError, ModelError, NotFittedError  # noqa: E402
+from dlr.estimator import LogisticRegression, load  # noqa: E402
+
+__all__ = ["DataError", "DlrError", "LogisticRegression", "ModelError", "NotFittedError", "load"]

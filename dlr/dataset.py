@@ -1,0 +1,239 @@
+"""The dlr dataset format: a zarr v3 group holding a feature array and a label array.
+
+- ``X``: (m, n) with ``dimension_names == ("sample", "feature")``, or (n, m) with
+  ``("feature", "sample")`` (the seed lecture's layout); chunked along the sample axis only.
+- ``y``: (m,), labels in {0, 1}, chunked like ``X`` along the samples.
+
+Arrays without dimension names are read as samples × features. ``url`` is a local path or any
+fsspec URL (``s3://...``), with ``storage_options`` passed through to fsspec.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+from zarr.core.sync import sync
+
+from dlr.errors import DataError
+
+SAMPLES_FIRST = ("sample", "feature")
+FEATURES_FIRST = ("feature", "sample")
+LAYOUTS = {"samples-first": SAMPLES_FIRST, "features-first": FEATURES_FIRST}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An opened, validated dataset. ``x`` and ``y`` are zarr arrays (``y`` may be None)."""
+
+    url: str
+    x: zarr.Array
+    y: zarr.Array | None
+    samples_first: bool
+
+    @property
+    def n_samples(self) -> int:
+        return self.x.shape[0 if self.samples_first else 1]
+
+    @property
+    def n_features(self) -> int:
+        return self.x.shape[1 if self.samples_first else 0]
+
+    @property
+    def chunk_samples(self) -> int:
+        return sample_chunking(self.x, self.samples_first)
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_samples / self.chunk_samples)
+
+    def chunk_bounds(self) -> list[tuple[int, int]]:
+        """(start, stop) sample range of every chunk, in chunk order."""
+        c, m = self.chunk_samples, self.n_samples
+        return [(s, min(s + c, m)) for s in range(0, m, c)]
+
+    def fingerprint(self) -> dict:
+        """What identifies the data a model was trained on (recorded in model files)."""
+        return {
+            "url": self.url,
+            "x": self.x.path,
+            "y": self.y.path if self.y is not None else None,
+            "layout": "samples-first" if self.samples_first else "features-first",
+            "shape": [self.n_samples, self.n_features],
+            "chunk_samples": self.chunk_samples,
+            "dtype": str(self.x.dtype),
+        }
+
+
+def open_dataset(
+    url: str,
+    *,
+    x: str = "X",
+    y: str | None = "y",
+    storage_options: dict | None = None,
+) -> Dataset:
+    """Open and validate a dataset; ``y=None`` opens features only (for prediction).
+
+    Raises :class:`DataError` naming the problem: missing group or array, wrong dtype, empty
+    shape, chunking across features, X/y mismatch, or chunks missing from the store.
+    """
+    group = _open_group(url, storage_options)
+    xa = _open_member(group, url, x)
+    samples_first = check_features_array(xa, f"{url}/{x}")
+    ds = Dataset(url, xa, _open_member(group, url, y) if y is not None else None, samples_first)
+    if ds.y is not None:
+        check_labels_array(ds.y, ds.n_samples, ds.chunk_samples, f"{url}/{ds.y.path}")
+    check_chunks_present(ds.x, url)
+    if ds.y is not None:
+        check_chunks_present(ds.y, url)
+    return ds
+
+
+def _open_group(url: str, storage_options: dict | None) -> zarr.Group:
+    try:
+        return zarr.open_group(url, mode="r", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        raise DataError(f"no zarr group at '{url}' (expected a dlr dataset)") from None
+
+
+def _open_member(group: zarr.Group, url: str, name: str) -> zarr.Array:
+    try:
+        node = group[name]
+    except KeyError:
+        have = ", ".join(sorted(group.array_keys())) or "none"
+        raise DataError(f"'{url}' has no array '{name}' (arrays: {have})") from None
+    if not isinstance(node, zarr.Array):
+        raise DataError(f"'{url}/{name}' is a group, not an array")
+    return node
+
+
+def layout_of(xa: zarr.Array, where: str) -> bool:
+    """True if ``xa`` is samples × features, from its ``dimension_names`` (default: True)."""
+    names = tuple(getattr(xa.metadata, "dimension_names", None) or ())
+    if xa.ndim != 2:
+        raise DataError(f"X '{where}' must be 2-D (samples × features), got shape {xa.shape}")
+    if names in ((), (None, None), SAMPLES_FIRST):
+        return True
+    if names == FEATURES_FIRST:
+        return False
+    raise DataError(
+        f"X '{where}' has dimension_names {names}; expected {SAMPLES_FIRST} or {FEATURES_FIRST}"
+    )
+
+
+def check_dtype(dtype: np.dtype, what: str, kinds: str = "iuf") -> None:
+    if dtype.kind not in kinds:
+        raise DataError(f"{what} has dtype {dtype}; expected real numbers (integer or float)")
+
+
+def sample_chunking(xa, samples_first: bool) -> int:
+    """Samples per chunk of a 2-D zarr array (shards, when sharded, are the unit read)."""
+    grid = getattr(xa, "shards", None) or xa.chunks
+    return grid[0 if samples_first else 1]
+
+
+def check_features_array(xa: zarr.Array, where: str) -> bool:
+    """Validate a feature array (2-D, real dtype, non-empty, whole-sample chunks).
+
+    Returns True if it is samples × features, False if features × samples.
+    """
+    samples_first = layout_of(xa, where)
+    check_dtype(xa.dtype, f"X '{where}'")
+    m, n = xa.shape if samples_first else xa.shape[::-1]
+    if m == 0 or n == 0:
+        raise DataError(f"X '{where}' has {m} samples and {n} features; both must be at least 1")
+    grid = getattr(xa, "shards", None) or xa.chunks
+    if grid[1 if samples_first else 0] < n:
+        raise DataError(
+            f"X '{where}' is chunked along features (chunks {grid}, shape {xa.shape}); dlr reads "
+            "whole samples, so chunk along the sample axis only"
+        )
+    return samples_first
+
+
+def check_labels_array(ya, n_samples: int, chunk_samples: int, where: str) -> None:
+    """Shape, dtype and chunking of a label array against its features."""
+    if ya.ndim != 1 or ya.shape[0] != n_samples:
+        raise DataError(
+            f"y '{where}' has shape {ya.shape} but X has {n_samples} samples; "
+            f"expected y of shape ({n_samples},)"
+        )
+    check_dtype(ya.dtype, f"y '{where}'", kinds="biuf")
+    grid = getattr(ya, "shards", None) or ya.chunks
+    if grid[0] != chunk_samples and n_samples > min(grid[0], chunk_samples):
+        raise DataError(
+            f"X and y are chunked differently: X has {chunk_samples} samples per chunk, "
+            f"y '{where}' has {grid[0]}; rechunk y like X"
+        )
+
+
+def check_chunks_present(arr: zarr.Array, url: str) -> None:
+    """Raise if a chunk of ``arr`` is missing from the store.
+
+    zarr fills a missing chunk with the fill value on read, so a deleted chunk would silently
+    become zeros. (Arrays written with ``write_empty_chunks=False`` omit all-fill chunks; dlr
+    writes every chunk.)
+    """
+    store = arr.store_path.store
+    prefix = arr.store_path.path
+    prefix = f"{prefix}/" if prefix else ""
+
+    async def keys() -> set[str]:
+        return {k[len(prefix) :] async for k in store.list_prefix(prefix)}
+
+    present = sync(keys())
+    grid = getattr(arr, "shards", None) or arr.chunks
+    counts = [math.ceil(s / c) for s, c in zip(arr.shape, grid, strict=True)]
+    for coords in np.ndindex(*counts):
+        key = arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))
+        if key not in present:
+            raise DataError(
+                f"chunk {coords} of array '{arr.path}' in '{url}' is missing from the store "
+                f"(key '{prefix}{key}'); zarr would read it as fill values, so dlr refuses it"
+            )
+
+
+def read_block(arr: zarr.Array, samples_first: bool, start: int, stop: int, where: str):
+    """Read samples [start, stop) of a 1-D or 2-D array, naming the chunk if it fails to decode."""
+    try:
+        if arr.ndim == 1 or samples_first:
+            return arr[start:stop]
+        return arr[:, start:stop]
+    except Exception as e:  # zarr raises bare ValueError/RuntimeError for corrupt chunks
+        raise DataError(
+            f"could not read samples {start}–{stop - 1} of array '{arr.path}' in {where} "
+            f"(corrupt or unreadable chunk): {e}"
+        ) from e
+
+
+def codecs() -> dict:
+    """How dlr stores chunks: little-endian bytes, blosc-lz4 with byte shuffle (fast to decode),
+    and a crc32c checksum so a corrupt chunk fails loudly instead of decoding to garbage."""
+    return {
+        "serializer": BytesCodec(),
+        "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()],
+        "config": {"write_empty_chunks": True},
+    }
+
+
+def create_arrays(
+    group: zarr.Group,
+    n_samples: int,
+    n_features: int,
+    chunk_samples: int,
+    *,
+    samples_first: bool = True,
+    dtype="float32",
+    x: str = "X",
+    y: str = "y",
+) -> tuple[zarr.Array, zarr.Array]:
+    """Create empty feature and label arrays in the dlr format inside ``group``."""
+    shape = (n_samples, n_features) if samples_first else (n_features, n_samples)
+    chunks = (chunk_samples, n_features) if samples_first else (n_features, chunk_samples)
+    xa = group.create_array(x, shape=shape, chunks=chunks, dtype=dtype,
+                            dimension_names=SAMPLES_FIRST if samples_first else FEATURES_FIRST,
+                            **codecs())
+    ya = group.create_array(y, shape=(n_samples,), chunks=(chunk_samples,), dtype="uint8",
+                            dimension_names=("sample",), **codecs())
+    return xa, ya

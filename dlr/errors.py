@@ -1,0 +1,21 @@
+"""The exceptions dlr raises for problems a user can fix.
+
+Every message names what is wrong and where (file, array, chunk, sample range) so the CLI can
+print it as one line and exit non-zero without a traceback.
+"""
+
+
+class DlrError(Exception):
+    """Base class of every error dlr reports to its users."""
+
+
+class DataError(DlrError, ValueError):
+    """The data is missing, malformed, or holds values dlr cannot train on."""
+
+
+class ModelError(DlrError, ValueError):
+    """A model file is missing, damaged, or does not fit the data it is applied to."""
+
+
+class NotFittedError(DlrError, AttributeError):
+    """A model was used before ``fit``."""

@@ -1,0 +1,40 @@
+"""Memory budgets: parsing ``--cache-size`` values and resolving ``auto``."""
+
+import re
+
+import psutil
+
+from dlr.errors import DlrError
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+#: Share of the available memory (local) or of the workers' memory limits that ``auto`` uses.
+AUTO_FRACTION = 0.5
+
+
+def parse_size(value) -> int | str:
+    """``0``, ``512MB``, ``1.5GiB``, an int of bytes, or ``"auto"`` → bytes or ``"auto"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return "auto"
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)", text.upper())
+    if not match or match.group(2) not in _UNITS:
+        raise DlrError(
+            f"cannot read cache size {value!r}: expected 'auto', a number of bytes, or a size "
+            "such as 512MB or 2GiB"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def local_budget() -> int:
+    """Bytes ``auto`` grants on this machine."""
+    return int(psutil.virtual_memory().available * AUTO_FRACTION)
+
+
+def cluster_budget(client) -> int:
+    """Bytes ``auto`` grants on a distributed cluster: a share of the workers' memory limits."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return int(sum(w.get("memory_limit") or 0 for w in workers) * AUTO_FRACTION)
