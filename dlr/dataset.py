@@ -237,3 +237,31 @@ def create_arrays(
     ya = group.create_array(y, shape=(n_samples,), chunks=(chunk_samples,), dtype="uint8",
                             dimension_names=("sample",), **codecs())
     return xa, ya
+
+
+def describe(ds: Dataset) -> str:
+    """A few human-readable lines about a dataset (``dlr info``)."""
+    layout = "samples-first" if ds.samples_first else "features-first"
+    bounds = ds.chunk_bounds()
+    last = bounds[-1][1] - bounds[-1][0]
+    lines = [
+        f"dataset   {ds.url}",
+        f"X         '{ds.x.path}' {ds.x.dtype}, {layout} {ds.x.shape}: "
+        f"{ds.n_samples} samples × {ds.n_features} features",
+        f"y         '{ds.y.path}' {ds.y.dtype} ({ds.y.shape[0]},)" if ds.y is not None else "y         none",
+        f"chunks    {ds.n_chunks} of {ds.chunk_samples} samples"
+        + (f" (last {last})" if last != ds.chunk_samples else ""),
+        "codecs    " + ", ".join(_codec_name(c) for c in (ds.x.serializer, *ds.x.compressors)),
+        f"decoded   {ds.n_samples * ds.n_features * ds.x.dtype.itemsize / 1e6:.1f} MB of features",
+    ]
+    meta = dict(zarr.open_group(ds.x.store_path.store, mode="r").attrs).get("dlr", {})
+    if "true_coef" in meta:
+        lines.append(f"generator {meta.get('generator')} (seed {meta.get('seed')}), "
+                     "true weights in the group attributes")
+    return "\n".join(lines)
+
+
+def _codec_name(codec) -> str:
+    name = type(codec).__name__.removesuffix("Codec").lower()
+    cname = getattr(codec, "cname", None)
+    return f"{name}-{getattr(cname, 'value', cname)}" if cname else name
