@@ -47,7 +47,8 @@ def staged(target: str, *, overwrite: bool) -> Iterator[str]:
 
     On a clean exit the temporary tree is fsynced and renamed to ``target`` (an existing target is
     replaced only when ``overwrite``: moved aside, replaced, then deleted; for the instant between
-    the two renames the complete old version is under its ``.old-`` name). On an exception the temporary tree is removed and ``target`` is
+    the two renames the complete old version is under its ``.old-`` name). On an exception the
+    temporary tree is removed and ``target`` is
     untouched.
     """
     target = os.path.abspath(local_path(target))
@@ -66,7 +67,7 @@ def staged(target: str, *, overwrite: bool) -> Iterator[str]:
 
 
 def publish(tmp: str, target: str) -> None:
-    """Rename finished ``tmp`` to ``target``; an existing target is moved aside first, then removed."""
+    """Rename finished ``tmp`` to ``target``; an existing target is moved aside, then removed."""
     parent = os.path.dirname(target)
     if os.path.lexists(target):
         old = os.path.join(parent, f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:12]}")

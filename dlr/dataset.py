@@ -231,11 +231,22 @@ def create_arrays(
     """Create empty feature and label arrays in the dlr format inside ``group``."""
     shape = (n_samples, n_features) if samples_first else (n_features, n_samples)
     chunks = (chunk_samples, n_features) if samples_first else (n_features, chunk_samples)
-    xa = group.create_array(x, shape=shape, chunks=chunks, dtype=dtype,
-                            dimension_names=SAMPLES_FIRST if samples_first else FEATURES_FIRST,
-                            **codecs())
-    ya = group.create_array(y, shape=(n_samples,), chunks=(chunk_samples,), dtype="uint8",
-                            dimension_names=("sample",), **codecs())
+    xa = group.create_array(
+        x,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        dimension_names=SAMPLES_FIRST if samples_first else FEATURES_FIRST,
+        **codecs(),
+    )
+    ya = group.create_array(
+        y,
+        shape=(n_samples,),
+        chunks=(chunk_samples,),
+        dtype="uint8",
+        dimension_names=("sample",),
+        **codecs(),
+    )
     return xa, ya
 
 
@@ -248,7 +259,9 @@ def describe(ds: Dataset) -> str:
         f"dataset   {ds.url}",
         f"X         '{ds.x.path}' {ds.x.dtype}, {layout} {ds.x.shape}: "
         f"{ds.n_samples} samples × {ds.n_features} features",
-        f"y         '{ds.y.path}' {ds.y.dtype} ({ds.y.shape[0]},)" if ds.y is not None else "y         none",
+        f"y         '{ds.y.path}' {ds.y.dtype} ({ds.y.shape[0]},)"
+        if ds.y is not None
+        else "y         none",
         f"chunks    {ds.n_chunks} of {ds.chunk_samples} samples"
         + (f" (last {last})" if last != ds.chunk_samples else ""),
         "codecs    " + ", ".join(_codec_name(c) for c in (ds.x.serializer, *ds.x.compressors)),
@@ -256,8 +269,10 @@ def describe(ds: Dataset) -> str:
     ]
     meta = dict(zarr.open_group(ds.x.store_path.store, mode="r").attrs).get("dlr", {})
     if "true_coef" in meta:
-        lines.append(f"generator {meta.get('generator')} (seed {meta.get('seed')}), "
-                     "true weights in the group attributes")
+        lines.append(
+            f"generator {meta.get('generator')} (seed {meta.get('seed')}), "
+            "true weights in the group attributes"
+        )
     return "\n".join(lines)
 
 

@@ -23,8 +23,11 @@ def ascii_curve(values, width: int = 60, height: int = 10) -> str:
     v = np.asarray(values, dtype=np.float64)
     cols = v[np.linspace(0, len(v) - 1, min(width, len(v))).round().astype(int)]
     lo, hi = float(cols.min()), float(cols.max())
-    rows = np.zeros(len(cols), dtype=int) if hi == lo else (
-        (cols - lo) / (hi - lo) * (height - 1)).round().astype(int)
+    rows = (
+        np.zeros(len(cols), dtype=int)
+        if hi == lo
+        else ((cols - lo) / (hi - lo) * (height - 1)).round().astype(int)
+    )
     lines = []
     for r in range(height - 1, -1, -1):
         label = f"{hi:9.5f} " if r == height - 1 else f"{lo:9.5f} " if r == 0 else " " * 10
@@ -44,19 +47,32 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
     os.makedirs(directory, exist_ok=True)
     data, model_path = os.path.join(directory, "data.zarr"), os.path.join(directory, "model")
     try:
-        meta = make_dataset(data, n_samples, n_features, chunk_samples=chunk_samples,
-                            dtype="float64", overwrite=True)
+        meta = make_dataset(
+            data,
+            n_samples,
+            n_features,
+            chunk_samples=chunk_samples,
+            dtype="float64",
+            overwrite=True,
+        )
         ds = open_dataset(data)
-        echo(f"1. wrote {data}: {n_samples} samples × {n_features} features (float64), "
-             f"{ds.n_chunks} chunks of {chunk_samples} samples")
+        echo(
+            f"1. wrote {data}: {n_samples} samples × {n_features} features (float64), "
+            f"{ds.n_chunks} chunks of {chunk_samples} samples"
+        )
 
-        echo(f"2. training with dask, one pass over the chunks per iteration "
-             f"(learning rate {learning_rate}, {max_iter} iterations):")
-        model = LogisticRegression(learning_rate=learning_rate, max_iter=max_iter, tol=0,
-                                   cache_size=0, verbose=True).fit(data)
+        echo(
+            f"2. training with dask, one pass over the chunks per iteration "
+            f"(learning rate {learning_rate}, {max_iter} iterations):"
+        )
+        model = LogisticRegression(
+            learning_rate=learning_rate, max_iter=max_iter, tol=0, cache_size=0, verbose=True
+        ).fit(data)
         model.save(model_path, overwrite=True)
-        echo(f"   {model.n_iter_} iterations in {model.fit_seconds_:.2f}s, streaming every chunk "
-             f"from zarr each pass; model saved to {model_path}")
+        echo(
+            f"   {model.n_iter_} iterations in {model.fit_seconds_:.2f}s, streaming every chunk "
+            f"from zarr each pass; model saved to {model_path}"
+        )
         echo("\n   loss J(w, b) per iteration:")
         echo("\n".join("   " + line for line in ascii_curve(model.loss_history_).splitlines()))
 
@@ -64,18 +80,25 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
         group = zarr.open_group(data, mode="r")
         X, Y = group["X"][:].T, group["y"][:][None, :].astype(np.float64)
         ref = oracle.gradient_descent(X, Y, learning_rate, max_iter)
-        rows = [("w", relative_error(model.coef_, ref.w)),
-                ("b", relative_error(model.intercept_, ref.b)),
-                ("loss history", relative_error(model.loss_history_, ref.losses))]
+        rows = [
+            ("w", relative_error(model.coef_, ref.w)),
+            ("b", relative_error(model.intercept_, ref.b)),
+            ("loss history", relative_error(model.loss_history_, ref.losses)),
+        ]
         for name, err in rows:
             echo(f"   relative difference in {name:13s} {err:.2e}")
         verdict = "agree" if max(err for _, err in rows) <= 1e-10 else "DISAGREE"
         echo(f"   dlr and the oracle {verdict} (tolerance 1e-10)")
 
         metrics = scoring.evaluate(from_dataset(ds), model.coef_[0], float(model.intercept_[0]))
-        echo(f"\n4. evaluation: log-loss {metrics['log_loss']:.4f}, accuracy "
-             f"{metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}")
-        echo(f"   true weights  {np.round(meta['true_coef'][:4], 3)}...  b {meta['true_intercept']:.3f}")
+        echo(
+            f"\n4. evaluation: log-loss {metrics['log_loss']:.4f}, accuracy "
+            f"{metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}"
+        )
+        echo(
+            f"   true weights  {np.round(meta['true_coef'][:4], 3)}...  "
+            f"b {meta['true_intercept']:.3f}"
+        )
         echo(f"   learned       {np.round(model.coef_[0][:4], 3)}...  b {model.intercept_[0]:.3f}")
         if verdict != "agree":
             raise SystemExit(1)

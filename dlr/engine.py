@@ -77,7 +77,7 @@ class Engine:
         self._cache(self._cached_chunks(parse_size(cache_size)))
 
     def _cached_chunks(self, budget) -> list[int]:
-        """Chunks to keep in memory: all of in-memory input; else those fitting the budget, in order."""
+        """Chunks to keep: all of in-memory input, else those fitting the budget, in order."""
         src = self.source
         if src.x.in_memory and src.y.in_memory:
             return list(range(src.n_chunks))
@@ -99,7 +99,10 @@ class Engine:
             if self.source.x.in_memory and self.source.y.in_memory:
                 return  # already decoded in this process: the expressions are the arrays
             keys = [(f"dlr-load-{self.token}", i) for i in chunks]
-            dsk = {**self._graph, **{k: (tuple, list(self._exprs[i])) for k, i in zip(keys, chunks)}}
+            dsk = {
+                **self._graph,
+                **{k: (tuple, list(self._exprs[i])) for k, i in zip(keys, chunks, strict=True)},
+            }
             for i, xy in zip(chunks, self.get(dsk, keys), strict=True):
                 self._exprs[i] = xy
             return
@@ -156,4 +159,6 @@ class Engine:
         """J(w, b), dw = X·dZᵀ/m (n,) and db = ΣdZ/m, from one pass."""
         n, m = self.source.n_features, self.source.n_samples
         total = self.partials(w, b)
-        return Evaluation(total[n + PARTS["sum_loss"]] / m, total[:n] / m, total[n + PARTS["sum_dz"]] / m)
+        return Evaluation(
+            total[n + PARTS["sum_loss"]] / m, total[:n] / m, total[n + PARTS["sum_dz"]] / m
+        )

@@ -44,8 +44,15 @@ class LogisticRegression:
     ``n_passes_`` and ``data_fingerprint_``.
     """
 
-    def __init__(self, solver="gd", learning_rate=0.1, max_iter=100, tol=1e-4,
-                 cache_size="auto", verbose=False):
+    def __init__(
+        self,
+        solver="gd",
+        learning_rate=0.1,
+        max_iter=100,
+        tol=1e-4,
+        cache_size="auto",
+        verbose=False,
+    ):
         self.solver = solver
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -54,8 +61,10 @@ class LogisticRegression:
         self.verbose = verbose
 
     def get_params(self, deep=True) -> dict:
-        return {k: getattr(self, k) for k in
-                ("solver", "learning_rate", "max_iter", "tol", "cache_size", "verbose")}
+        return {
+            k: getattr(self, k)
+            for k in ("solver", "learning_rate", "max_iter", "tol", "cache_size", "verbose")
+        }
 
     def set_params(self, **params):
         for key, value in params.items():
@@ -170,16 +179,18 @@ class LogisticRegression:
             "loss_history": [float(v) for v in self.loss_history_],
             "data": self.data_fingerprint_,
         }
-        model_io.save_model(path, meta, {"coef": self.coef_, "intercept": self.intercept_},
-                            overwrite=overwrite)
+        model_io.save_model(
+            path, meta, {"coef": self.coef_, "intercept": self.intercept_}, overwrite=overwrite
+        )
 
 
 def load(path: str) -> LogisticRegression:
     """Load a model written by :meth:`LogisticRegression.save` (no code is executed)."""
     meta, arrays = model_io.load_model(path)
     params = meta.get("params", {})
-    model = LogisticRegression(**{k: v for k, v in params.items()
-                                  if k in LogisticRegression().get_params()})
+    model = LogisticRegression(
+        **{k: v for k, v in params.items() if k in LogisticRegression().get_params()}
+    )
     model.coef_ = arrays["coef"]
     model.intercept_ = arrays["intercept"]
     model.classes_ = np.array(meta["classes"])
@@ -200,8 +211,9 @@ def _source(X, y, *, x_name, y_name, storage_options) -> Source:
     if isinstance(X, str) or hasattr(X, "__fspath__"):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")
-        return from_dataset(open_dataset(str(X), x=x_name, y=y_name,
-                                         storage_options=storage_options))
+        return from_dataset(
+            open_dataset(str(X), x=x_name, y=y_name, storage_options=storage_options)
+        )
     if isinstance(X, zarr.Group):
         raise DlrError("pass the dataset's path, or its arrays, rather than a zarr group")
     return from_arrays(X, y)

@@ -30,8 +30,11 @@ def save_model(path: str, meta: dict, arrays: dict[str, np.ndarray], *, overwrit
         with staged(path, overwrite=overwrite) as tmp:
             os.makedirs(tmp)
             for name in ARRAYS:
-                np.save(os.path.join(tmp, f"{name}.npy"), np.asarray(arrays[name], dtype=np.float64),
-                        allow_pickle=False)
+                np.save(
+                    os.path.join(tmp, f"{name}.npy"),
+                    np.asarray(arrays[name], dtype=np.float64),
+                    allow_pickle=False,
+                )
             with open(os.path.join(tmp, "model.json"), "w") as f:
                 json.dump(doc, f, indent=2, allow_nan=False)
                 f.write("\n")

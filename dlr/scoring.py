@@ -45,8 +45,16 @@ def logits(source: Source, w: np.ndarray, b: float) -> da.Array:
     return da.Array(graph, name, chunks=(sizes,), dtype=np.float64)
 
 
-def write_probabilities(source: Source, w, b, out: str, *, overwrite: bool = False,
-                        storage_options: dict | None = None, attributes: dict | None = None) -> None:
+def write_probabilities(
+    source: Source,
+    w,
+    b,
+    out: str,
+    *,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    attributes: dict | None = None,
+) -> None:
     """Write P(y = 1 | x) of every sample as a zarr array (m,) float64 at ``out``, chunked like
     the input. Written under a temporary name and renamed when complete (local paths)."""
     p = da.map_blocks(sigmoid, logits(source, w, b), dtype=np.float64)
@@ -94,8 +102,14 @@ def evaluate(source: Source, w, b) -> dict:
     keys = [(f"dlr-eval-{token}", i) for i in range(source.n_chunks)]
     dsk = {**source.x.graph, **source.y.graph}
     for i, key in enumerate(keys):
-        dsk[key] = (_eval_task, source.x.expr(i), source.y.expr(i), wb, source.samples_first,
-                    _context(source, i))
+        dsk[key] = (
+            _eval_task,
+            source.x.expr(i),
+            source.y.expr(i),
+            wb,
+            source.samples_first,
+            _context(source, i),
+        )
     results = current_get()(dsk, keys)
     m = source.n_samples
     loss = sum(r[0] for r in results) / m

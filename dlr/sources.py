@@ -107,7 +107,9 @@ def from_dataset(ds: Dataset) -> Source:
     return Source(
         origin=where,
         x=ZarrChunks(ds.x, bounds, ds.samples_first, f"{where} array '{ds.x.path}'"),
-        y=ZarrChunks(ds.y, bounds, True, f"{where} array '{ds.y.path}'") if ds.y is not None else None,
+        y=ZarrChunks(ds.y, bounds, True, f"{where} array '{ds.y.path}'")
+        if ds.y is not None
+        else None,
         n_samples=ds.n_samples,
         n_features=ds.n_features,
         samples_first=ds.samples_first,
@@ -134,8 +136,17 @@ def from_arrays(X, y=None) -> Source:
     if y is not None:
         y = _labels(y, m)
         yc = NumpyChunks(y, bounds, True) if not isinstance(y, da.Array) else _dask_y(y, bounds)
-    return Source("the input array", NumpyChunks(X, bounds, True), yc, m, n, True, bounds,
-                  X.dtype, {"kind": "numpy", "shape": [m, n], "dtype": str(X.dtype)})
+    return Source(
+        "the input array",
+        NumpyChunks(X, bounds, True),
+        yc,
+        m,
+        n,
+        True,
+        bounds,
+        X.dtype,
+        {"kind": "numpy", "shape": [m, n], "dtype": str(X.dtype)},
+    )
 
 
 def _from_zarr(X: zarr.Array, y) -> Source:
@@ -154,10 +165,24 @@ def _from_zarr(X: zarr.Array, y) -> Source:
         else:
             y = _labels(y, m)
             yc = NumpyChunks(y, bounds, True) if not isinstance(y, da.Array) else _dask_y(y, bounds)
-    fp = {"kind": "zarr", "url": str(X.store_path), "shape": [m, n], "chunk_samples": c,
-          "dtype": str(X.dtype)}
-    return Source(where, ZarrChunks(X, bounds, samples_first, where), yc, m, n, samples_first,
-                  bounds, X.dtype, fp)
+    fp = {
+        "kind": "zarr",
+        "url": str(X.store_path),
+        "shape": [m, n],
+        "chunk_samples": c,
+        "dtype": str(X.dtype),
+    }
+    return Source(
+        where,
+        ZarrChunks(X, bounds, samples_first, where),
+        yc,
+        m,
+        n,
+        samples_first,
+        bounds,
+        X.dtype,
+        fp,
+    )
 
 
 def _from_dask(X: da.Array, y) -> Source:

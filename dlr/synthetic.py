@@ -16,7 +16,8 @@ def true_weights(n_features: int, seed: int) -> tuple[np.ndarray, float]:
 
 
 def make_chunk(start: int, stop: int, w: np.ndarray, b: float, seed: int, dtype):
-    """Samples [start, stop): X (k, n) standard normal in ``dtype``, y (k,) uint8 ~ Bernoulli(σ(wᵀx + b)).
+    """Samples [start, stop): X (k, n) standard normal in ``dtype``, y (k,) uint8 drawn as
+    Bernoulli(σ(wᵀx + b)).
 
     Each chunk has its own random stream, so chunks can be generated in any order.
     """
@@ -43,21 +44,39 @@ def make_dataset(
 
     Local datasets are written under a temporary name and renamed when complete.
     """
-    for name, value in (("n_samples", n_samples), ("n_features", n_features),
-                        ("chunk_samples", chunk_samples)):
+    for name, value in (
+        ("n_samples", n_samples),
+        ("n_features", n_features),
+        ("chunk_samples", chunk_samples),
+    ):
         if value < 1:
             raise DlrError(f"{name} must be at least 1, got {value}")
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise DlrError(f"dtype must be float32 or float64, got {dtype}")
     w, b = true_weights(n_features, seed)
-    attrs = {"dlr": {"format": "dlr-dataset", "version": 1, "generator": "dlr make-data",
-                     "seed": seed, "true_coef": w.tolist(), "true_intercept": b}}
+    attrs = {
+        "dlr": {
+            "format": "dlr-dataset",
+            "version": 1,
+            "generator": "dlr make-data",
+            "seed": seed,
+            "true_coef": w.tolist(),
+            "true_intercept": b,
+        }
+    }
     try:
         with staged_url(url, overwrite=overwrite, storage_options=storage_options) as target:
-            group = zarr.open_group(target, mode="w", storage_options=storage_options,
-                                    attributes=attrs)
-            xa, ya = create_arrays(group, n_samples, n_features, chunk_samples,
-                                   samples_first=samples_first, dtype=dtype)
+            group = zarr.open_group(
+                target, mode="w", storage_options=storage_options, attributes=attrs
+            )
+            xa, ya = create_arrays(
+                group,
+                n_samples,
+                n_features,
+                chunk_samples,
+                samples_first=samples_first,
+                dtype=dtype,
+            )
             for start in range(0, n_samples, chunk_samples):
                 stop = min(start + chunk_samples, n_samples)
                 x, y = make_chunk(start, stop, w, b, seed, dtype)

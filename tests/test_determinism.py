@@ -1,0 +1,64 @@
+"""Same data, chunking and settings: bit-identical weights on any scheduler and worker count."""
+
+import dask
+import numpy as np
+import pytest
+from distributed import get_task_stream
+
+import dlr
+from dlr.scheduling import scheduler
+
+
+def fit(path, **params):
+    return dlr.LogisticRegression(learning_rate=1.0, max_iter=25, tol=0, **params).fit(path)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 worker processes (listening on 127.0.0.1), shared by this module."""
+    with scheduler(workers=2) as client:
+        yield client
+
+
+@pytest.mark.parametrize("cache_size", ["auto", 0], ids=["cached", "streamed"])
+def test_weights_are_bit_identical_on_sync_threads_and_a_two_process_cluster(
+    dataset, cluster, cache_size
+):
+    path = dataset(1000, 6, 97)
+    results = {}
+    with dask.config.set(scheduler="sync"):
+        results["sync"] = fit(path, cache_size=cache_size)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        results["threads"] = fit(path, cache_size=cache_size)
+    with dask.config.set(scheduler=cluster.get), get_task_stream(cluster) as stream:
+        results["cluster"] = fit(path, cache_size=cache_size)
+    kernel_tasks = [t for t in stream.data if "dlr-part" in str(t["key"])]
+    assert len(kernel_tasks) == 25 * 11  # 11 chunks, 25 iterations, all run on the workers
+    assert results["cluster"].cached_bytes_ == results["threads"].cached_bytes_
+    for name in ("threads", "cluster"):
+        np.testing.assert_array_equal(results[name].coef_, results["sync"].coef_, err_msg=name)
+        np.testing.assert_array_equal(results[name].intercept_, results["sync"].intercept_)
+        np.testing.assert_array_equal(results[name].loss_history_, results["sync"].loss_history_)
+
+
+def test_numpy_and_dask_inputs_train_bit_identically_on_the_cluster(cluster):
+    import dask.array as da
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((700, 4))
+    y = (rng.random(700) < 0.3).astype(np.int64)
+    Xd = da.from_array(X, chunks=(128, 4))
+    local = dlr.LogisticRegression(max_iter=10, tol=0).fit(Xd, y)
+    with dask.config.set(scheduler=cluster.get):
+        remote = dlr.LogisticRegression(max_iter=10, tol=0).fit(Xd, y)
+        remote_numpy = dlr.LogisticRegression(max_iter=10, tol=0).fit(X, y)
+    np.testing.assert_array_equal(remote.coef_, local.coef_)
+    local_numpy = dlr.LogisticRegression(max_iter=10, tol=0).fit(X, y)
+    np.testing.assert_array_equal(remote_numpy.coef_, local_numpy.coef_)
+
+
+def test_the_embedded_cluster_listens_on_loopback_only(cluster):
+    info = cluster.scheduler_info()
+    assert cluster.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert len(info["workers"]) == 2
+    assert all(addr.startswith("tcp://127.0.0.1:") for addr in info["workers"])
