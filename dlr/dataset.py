@@ -194,16 +194,19 @@ def check_chunks_present(arr: zarr.Array, url: str) -> None:
             )
 
 
-def read_block(arr: zarr.Array, samples_first: bool, start: int, stop: int, where: str):
-    """Read samples [start, stop) of a 1-D or 2-D array, naming the chunk if it fails to decode."""
+def read_block(
+    arr: zarr.Array, samples_first: bool, start: int, stop: int, origin: str, chunk: int
+):
+    """Read samples [start, stop) (chunk ``chunk``) of a 1-D or 2-D array of the dataset
+    ``origin``, naming the chunk if it fails to decode."""
     try:
         if arr.ndim == 1 or samples_first:
             return arr[start:stop]
         return arr[:, start:stop]
     except Exception as e:  # zarr raises bare ValueError/RuntimeError for corrupt chunks
         raise DataError(
-            f"could not read samples {start}–{stop - 1} of array '{arr.path}' in {where} "
-            f"(corrupt or unreadable chunk): {e}"
+            f"could not read chunk {chunk} of array '{arr.path}' in {origin} (samples "
+            f"{start}–{stop - 1}): the chunk is corrupt or unreadable ({e})"
         ) from e
 
 

@@ -48,15 +48,13 @@ class ZarrChunks:
     in_memory = False
     graph: dict = {}
 
-    def __init__(self, arr: zarr.Array, bounds, samples_first: bool, where: str):
-        self.arr, self.bounds, self.samples_first, self.where = arr, bounds, samples_first, where
-
-    def read(self, i: int) -> np.ndarray:
-        s, e = self.bounds[i]
-        return read_block(self.arr, self.samples_first, s, e, f"{self.where}, chunk {i}")
+    def __init__(self, arr: zarr.Array, bounds, samples_first: bool, origin: str):
+        self.arr, self.bounds, self.samples_first, self.origin = arr, bounds, samples_first, origin
 
     def expr(self, i: int):
-        return (self.read, i)
+        # Only this chunk's coordinates travel with the task, not the whole chunk table.
+        s, e = self.bounds[i]
+        return (read_block, self.arr, self.samples_first, s, e, self.origin, i)
 
 
 class DaskChunks:
@@ -106,10 +104,8 @@ def from_dataset(ds: Dataset) -> Source:
     where = f"'{ds.url}'"
     return Source(
         origin=where,
-        x=ZarrChunks(ds.x, bounds, ds.samples_first, f"{where} array '{ds.x.path}'"),
-        y=ZarrChunks(ds.y, bounds, True, f"{where} array '{ds.y.path}'")
-        if ds.y is not None
-        else None,
+        x=ZarrChunks(ds.x, bounds, ds.samples_first, where),
+        y=ZarrChunks(ds.y, bounds, True, where) if ds.y is not None else None,
         n_samples=ds.n_samples,
         n_features=ds.n_features,
         samples_first=ds.samples_first,
@@ -150,7 +146,7 @@ def from_arrays(X, y=None) -> Source:
 
 
 def _from_zarr(X: zarr.Array, y) -> Source:
-    where = f"zarr array '{X.store_path}'"
+    where = f"'{X.store_path}'"
     samples_first = check_features_array(X, str(X.store_path))
     m, n = X.shape if samples_first else X.shape[::-1]
     c = sample_chunking(X, samples_first)
@@ -161,7 +157,7 @@ def _from_zarr(X: zarr.Array, y) -> Source:
         if isinstance(y, zarr.Array):
             check_labels_array(y, m, c, str(y.store_path))
             check_chunks_present(y, str(y.store_path))
-            yc = ZarrChunks(y, bounds, True, f"zarr array '{y.store_path}'")
+            yc = ZarrChunks(y, bounds, True, f"'{y.store_path}'")
         else:
             y = _labels(y, m)
             yc = NumpyChunks(y, bounds, True) if not isinstance(y, da.Array) else _dask_y(y, bounds)
