@@ -45,6 +45,16 @@ def logits(source: Source, w: np.ndarray, b: float) -> da.Array:
     return da.Array(graph, name, chunks=(sizes,), dtype=np.float64)
 
 
+def _write_task(x, wb, samples_first, context, arr):
+    if isinstance(x, Exception):
+        return x
+    try:
+        arr[context.start : context.stop] = sigmoid(_logits_task(x, wb, samples_first, context))
+    except Exception as e:  # returned, not raised: the caller raises it once all writes are over
+        return e
+    return None
+
+
 def write_probabilities(
     source: Source,
     w,
@@ -56,8 +66,13 @@ def write_probabilities(
     attributes: dict | None = None,
 ) -> None:
     """Write P(y = 1 | x) of every sample as a zarr array (m,) float64 at ``out``, chunked like
-    the input. Written under a temporary name and renamed when complete (local paths)."""
-    p = da.map_blocks(sigmoid, logits(source, w, b), dtype=np.float64)
+    the input. Written under a temporary name and renamed when complete (local paths).
+
+    Every chunk task runs to its end, catching its own error, before the first error in chunk
+    order is raised: so no write is still in flight when the temporary output is removed.
+    """
+    wb = _wb(w, b)
+    token = uuid.uuid4().hex[:10]
     try:
         with staged_url(out, overwrite=overwrite, storage_options=storage_options) as target:
             arr = zarr.create_array(
@@ -71,7 +86,20 @@ def write_probabilities(
                 storage_options=storage_options,
                 config={"write_empty_chunks": True},
             )
-            da.store(p, arr, lock=False, scheduler=current_get())
+            keys = [(f"dlr-predict-{token}", i) for i in range(source.n_chunks)]
+            dsk = dict(source.x.graph)
+            for i, key in enumerate(keys):
+                dsk[key] = (
+                    _write_task,
+                    source.x.expr(i, capture=True),
+                    wb,
+                    source.samples_first,
+                    _context(source, i),
+                    arr,
+                )
+            errors = [e for e in current_get()(dsk, keys) if e is not None]
+            if errors:
+                raise errors[0]
     except FileExistsError:
         raise DlrError(f"'{out}' exists; choose another output or pass --overwrite") from None
 

@@ -37,7 +37,7 @@ class NumpyChunks:
     def __init__(self, arr: np.ndarray, bounds, samples_first: bool):
         self.arr, self.bounds, self.samples_first = arr, bounds, samples_first
 
-    def expr(self, i: int):
+    def expr(self, i: int, *, capture: bool = False):
         s, e = self.bounds[i]
         return self.arr[s:e] if self.arr.ndim == 1 or self.samples_first else self.arr[:, s:e]
 
@@ -51,10 +51,26 @@ class ZarrChunks:
     def __init__(self, arr: zarr.Array, bounds, samples_first: bool, origin: str):
         self.arr, self.bounds, self.samples_first, self.origin = arr, bounds, samples_first, origin
 
-    def expr(self, i: int):
+    def expr(self, i: int, *, capture: bool = False):
+        """The read task; with ``capture``, a failed read yields its DataError as the value."""
         # Only this chunk's coordinates travel with the task, not the whole chunk table.
         s, e = self.bounds[i]
-        return (read_block, self.arr, self.samples_first, s, e, self.origin, i)
+        return (
+            _read_or_error if capture else read_block,
+            self.arr,
+            self.samples_first,
+            s,
+            e,
+            self.origin,
+            i,
+        )
+
+
+def _read_or_error(*args):
+    try:
+        return read_block(*args)
+    except DataError as e:
+        return e
 
 
 class DaskChunks:
@@ -67,7 +83,7 @@ class DaskChunks:
         keys = arr.__dask_keys__()
         self.keys = [k[0] for k in keys] if arr.ndim == 2 else list(keys)
 
-    def expr(self, i: int):
+    def expr(self, i: int, *, capture: bool = False):
         return self.keys[i]
 
 
