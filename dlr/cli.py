@@ -3,11 +3,16 @@
 Errors a user can fix are printed as one line on stderr with exit status 1, never a traceback.
 """
 
+import functools
 import json
 import logging
 import sys
+import warnings
+from contextlib import contextmanager
 
 import click
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from dlr import __version__
 from dlr.errors import DlrError
@@ -20,7 +25,13 @@ class DlrGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                try:
+                    return super().invoke(ctx)
+                finally:
+                    for w in caught:
+                        click.echo(f"dlr: warning: {w.message}", err=True)
         except DlrError as e:
             click.echo(f"dlr: error: {e}", err=True)
             sys.exit(1)
@@ -50,6 +61,13 @@ storage_option = click.option(
     help="fsspec storage option for object-store URLs (repeatable; values parsed as JSON "
     "if possible).",
 )
+tls_options = [
+    click.option("--tls-ca-file", metavar="PEM", help="CA certificate(s) of a TLS cluster."),
+    click.option("--tls-cert", metavar="PEM", help="certificate for TLS."),
+    click.option(
+        "--tls-key", metavar="PEM", help="private key for TLS (if not in the certificate file)."
+    ),
+]
 scheduler_options = [
     click.option(
         "--scheduler",
@@ -58,18 +76,61 @@ scheduler_options = [
         "(default: $DASK_SCHEDULER_ADDRESS, else local threads).",
     ),
     click.option(
+        "--scheduler-file",
+        metavar="FILE",
+        help="read the scheduler address from FILE (written by dask scheduler --scheduler-file "
+        "or dlr cluster).",
+    ),
+    click.option(
         "--workers",
         type=int,
         metavar="N",
         help="start a local cluster of N worker processes on 127.0.0.1 for this run.",
     ),
+    *tls_options,
 ]
 
 
 def with_scheduler(f):
+    """Add the scheduler options to a command, which receives them as one ``scheduling`` dict
+    of keyword arguments for :func:`dlr.scheduling.scheduler`."""
+
+    @functools.wraps(f)
+    def command(
+        *args, scheduler, scheduler_file, workers, tls_ca_file, tls_cert, tls_key, **kwargs
+    ):
+        from dlr.scheduling import tls_security
+
+        scheduling = {
+            "address": scheduler,
+            "scheduler_file": scheduler_file,
+            "workers": workers,
+            "security": tls_security(tls_ca_file, tls_cert, tls_key),
+        }
+        return f(*args, scheduling=scheduling, **kwargs)
+
     for option in reversed(scheduler_options):
+        command = option(command)
+    return command
+
+
+def with_tls(f):
+    """Add the --tls-* options to a command."""
+    for option in reversed(tls_options):
         f = option(f)
     return f
+
+
+@contextmanager
+def _scheduler_for(scheduling: dict, data: str, storage_options: dict | None, arrays: tuple):
+    """The scheduler the options chose, once its workers (if any) are known to see DATA."""
+    from dlr.preflight import check_workers
+    from dlr.scheduling import scheduler
+
+    with scheduler(**scheduling) as client:
+        if client is not None:
+            check_workers(client, data, storage_options, arrays=arrays)
+        yield client
 
 
 @click.group(cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,10 +139,11 @@ def with_scheduler(f):
 def main(quiet):
     """Out-of-core logistic regression over chunked zarr data, computed by dask."""
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+        level=logging.WARNING,  # other libraries (s3fs, botocore...): warnings only
         format="%(asctime)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("dlr").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 @main.command("make-data")
@@ -114,17 +176,20 @@ def make_data(
     """Write a synthetic dataset with known true weights to OUT, chunk by chunk."""
     from dlr.synthetic import make_dataset
 
-    make_dataset(
-        out,
-        n_samples,
-        n_features,
-        chunk_samples=chunk_samples,
-        samples_first=layout == "samples-first",
-        dtype=dtype,
-        seed=seed,
-        overwrite=overwrite,
-        storage_options=_storage_options(storage_option),
-    )
+    try:
+        make_dataset(
+            out,
+            n_samples,
+            n_features,
+            chunk_samples=chunk_samples,
+            samples_first=layout == "samples-first",
+            dtype=dtype,
+            seed=seed,
+            overwrite=overwrite,
+            storage_options=_storage_options(storage_option),
+        )
+    except (FileNotFoundError, PermissionError) as e:  # e.g. a bucket that does not exist
+        raise DlrError(f"cannot write '{out}': {e}") from None
     n_chunks = -(-n_samples // chunk_samples)
     click.echo(
         f"wrote {out}: {n_samples} samples × {n_features} features, {dtype}, {layout}, "
@@ -132,19 +197,97 @@ def make_data(
     )
 
 
+def _penalty(value: str) -> float:
+    try:
+        return float(value)  # accepts "inf"
+    except ValueError:
+        raise click.BadParameter(f"expected a number or 'inf', got {value!r}") from None
+
+
+def _class_weight(value: str | None):
+    """``balanced`` or ``LABEL=WEIGHT,LABEL=WEIGHT`` (integer labels)."""
+    if value is None or value == "balanced":
+        return value
+    weights = {}
+    for pair in value.split(","):
+        label, sep, weight = pair.partition("=")
+        try:
+            weights[int(label)] = float(weight)
+        except ValueError:
+            raise DlrError(
+                f"--class-weight expects 'balanced' or LABEL=WEIGHT pairs such as 0=1,1=5; "
+                f"got {value!r}"
+            ) from None
+        if not sep:
+            raise DlrError(f"--class-weight expects LABEL=WEIGHT pairs, got {pair!r}")
+    return weights
+
+
 @main.command()
 @click.argument("data")
 @click.option("--model", "model_path", required=True, help="directory to write the model to.")
-@click.option("--solver", type=click.Choice(["gd"]), default="gd", show_default=True)
-@click.option("--learning-rate", type=float, default=0.1, show_default=True)
+@click.option(
+    "--solver",
+    type=click.Choice(["auto", "newton", "lbfgs", "gd"]),
+    default="auto",
+    show_default=True,
+    help="auto: newton for up to a few hundred parameters, else lbfgs; gd: the seed's descent.",
+)
+@click.option(
+    "--C",
+    "C",
+    default="1.0",
+    show_default=True,
+    type=_penalty,
+    help="inverse regularization strength; inf for none.",
+)
+@click.option(
+    "--l1-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="0: L2 penalty, 1: L1, in between: elastic net.",
+)
+@click.option("--no-intercept", is_flag=True, help="fit no intercept.")
+@click.option(
+    "--standardize",
+    is_flag=True,
+    help="train on standardized features (coefficients still on the original scale).",
+)
+@click.option("--class-weight", metavar="balanced|L=W,...", help="per-class weights.")
+@click.option("--sample-weight", metavar="NAME", help="array of sample weights in DATA.")
+@click.option(
+    "--learning-rate", type=float, default=0.1, show_default=True, help="gd: the step size."
+)
+@click.option("--line-search", is_flag=True, help="gd: backtracking (Armijo) step size.")
+@click.option("--nesterov", is_flag=True, help="gd: Nesterov momentum.")
+@click.option(
+    "--memory", type=int, default=10, show_default=True, help="lbfgs: correction pairs kept."
+)
 @click.option("--max-iter", type=int, default=100, show_default=True)
 @click.option(
     "--tol",
     type=float,
     default=1e-4,
     show_default=True,
-    help="stop when the loss changes by less than this, relatively; 0 runs max-iter.",
+    help="newton/lbfgs: stop when max|gradient| ≤ tol; gd: when the loss changes by less than "
+    "this, relatively (0 runs max-iter).",
 )
+@click.option("--init", "init_model", metavar="MODEL", help="start from this model's weights.")
+@click.option("--validation", metavar="DATA", help="validation dataset, scored every iteration.")
+@click.option(
+    "--early-stopping",
+    is_flag=True,
+    help="stop when the validation loss stops improving; keep the best weights.",
+)
+@click.option(
+    "--n-iter-no-change",
+    type=int,
+    default=5,
+    show_default=True,
+    help="patience of --early-stopping, in iterations.",
+)
+@click.option("--plot", metavar="PNG", help="write the loss curve to this image.")
 @click.option(
     "--cache-size",
     default="auto",
@@ -159,79 +302,100 @@ def make_data(
 def train(
     data,
     model_path,
-    solver,
-    learning_rate,
-    max_iter,
-    tol,
-    cache_size,
+    C,
+    no_intercept,
+    sample_weight,
+    init_model,
+    validation,
+    plot,
     x_name,
     y_name,
     overwrite,
-    scheduler,
-    workers,
+    scheduling,
     storage_option,
+    **params,
 ):
     """Train on the dataset DATA and write the model to --model."""
     import os
 
     from dlr.estimator import LogisticRegression
-    from dlr.scheduling import scheduler as use_scheduler
 
     if os.path.exists(model_path) and not overwrite:
         raise DlrError(f"model '{model_path}' exists; choose another path or pass --overwrite")
-    model = LogisticRegression(
-        solver=solver,
-        learning_rate=learning_rate,
-        max_iter=max_iter,
-        tol=tol,
-        cache_size=cache_size,
-        verbose=True,
-    )
-    with use_scheduler(scheduler, workers):
+    if plot:
+        from dlr.plotting import require_matplotlib
+
+        require_matplotlib()
+    params["class_weight"] = _class_weight(params["class_weight"])
+    model = LogisticRegression(C=C, fit_intercept=not no_intercept, verbose=True, **params)
+    options = _storage_options(storage_option)
+    with _scheduler_for(scheduling, data, options, (x_name, y_name)):
         model.fit(
-            data, x_name=x_name, y_name=y_name, storage_options=_storage_options(storage_option)
+            data,
+            sample_weight=sample_weight,
+            validation_data=validation,
+            init=init_model,
+            x_name=x_name,
+            y_name=y_name,
+            storage_options=options,
         )
     model.save(model_path, overwrite=overwrite)
-    status = "converged" if model.converged_ else "stopped at max-iter"
+    if plot:
+        from dlr.plotting import plot_loss
+
+        plot_loss(model, plot)
+    status = "converged" if model.converged_ else "not converged"
     click.echo(
-        f"trained on {data}: {model.n_iter_} iterations ({status}), final loss "
-        f"{model.loss_history_[-1]:.6g}, {model.fit_seconds_:.2f}s; model written to "
-        f"{model_path}"
+        f"trained on {data}: solver {model.solver_}, {model.n_iter_} iterations ({status}), "
+        f"{model.n_passes_} passes over the data, final loss {model.loss_history_[-1]:.6g}, "
+        f"{model.fit_seconds_:.2f}s; model written to {model_path}"
     )
 
 
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("--out", required=True, help="zarr array to write P(y=1) to, chunked like DATA.")
+@click.option(
+    "--out",
+    required=True,
+    help="zarr array for the probabilities, chunked like DATA: (m,) P(second class) for two "
+    "classes, (m, K) otherwise.",
+)
 @click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
 @with_scheduler
 @storage_option
-def predict(model_path, data, out, x_name, overwrite, scheduler, workers, storage_option):
+def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option):
     """Write the model's probabilities for every sample of DATA to --out."""
     from dlr import scoring
     from dlr.dataset import open_dataset
     from dlr.estimator import load
-    from dlr.scheduling import scheduler as use_scheduler
     from dlr.sources import from_dataset
 
     model = load(model_path)
     options = _storage_options(storage_option)
     source = from_dataset(open_dataset(data, x=x_name, y=None, storage_options=options))
     model._check_features(source)
-    attrs = {"dlr": {"what": "P(y=1)", "model": str(model_path), "data": source.fingerprint}}
-    with use_scheduler(scheduler, workers):
+    classes = np.asarray(model.classes_).tolist()
+    what = f"P(y={classes[1]})" if len(classes) == 2 else "P(y=class) per column"
+    attrs = {
+        "dlr": {
+            "what": what,
+            "classes": classes,
+            "model": str(model_path),
+            "data": source.fingerprint,
+        }
+    }
+    with _scheduler_for(scheduling, data, options, (x_name,)):
         scoring.write_probabilities(
             source,
-            model.coef_[0],
-            float(model.intercept_[0]),
+            model.theta_,
             out,
             overwrite=overwrite,
             storage_options=options,
             attributes=attrs,
         )
-    click.echo(f"wrote {out}: P(y=1) for {source.n_samples} samples")
+    click.echo(f"wrote {out}: {what} for {source.n_samples} samples")
 
 
 @main.command()
@@ -242,26 +406,23 @@ def predict(model_path, data, out, x_name, overwrite, scheduler, workers, storag
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON.")
 @with_scheduler
 @storage_option
-def evaluate(model_path, data, x_name, y_name, as_json, scheduler, workers, storage_option):
-    """Log-loss, accuracy and ROC AUC of MODEL on the labelled dataset DATA."""
+def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_option):
+    """Log-loss, accuracy, ROC AUC, confusion matrix and calibration of MODEL on DATA."""
     from dlr import scoring
     from dlr.dataset import open_dataset
     from dlr.estimator import load
-    from dlr.scheduling import scheduler as use_scheduler
     from dlr.sources import from_dataset
 
     model = load(model_path)
-    source = from_dataset(
-        open_dataset(data, x=x_name, y=y_name, storage_options=_storage_options(storage_option))
-    )
+    options = _storage_options(storage_option)
+    source = from_dataset(open_dataset(data, x=x_name, y=y_name, storage_options=options))
     model._check_features(source)
-    with use_scheduler(scheduler, workers):
-        metrics = scoring.evaluate(source, model.coef_[0], float(model.intercept_[0]))
+    with _scheduler_for(scheduling, data, options, (x_name, y_name)):
+        metrics = scoring.evaluate(source, model.theta_, np.asarray(model.classes_))
     if as_json:
         click.echo(json.dumps(metrics))
         return
-    for key, value in metrics.items():
-        click.echo(f"{key:10s} {value:.6g}" if isinstance(value, float) else f"{key:10s} {value}")
+    click.echo(scoring.report(metrics))
 
 
 @main.command()
@@ -302,3 +463,60 @@ def demo(directory, n_samples, n_features, chunk_samples, max_iter, learning_rat
         learning_rate=learning_rate,
         echo=click.echo,
     )
+
+
+@main.command()
+@click.option("--workers", "n_workers", type=int, default=2, show_default=True)
+@click.option("--threads-per-worker", type=int, default=1, show_default=True)
+@click.option(
+    "--memory-limit",
+    default="auto",
+    show_default=True,
+    help="per worker: auto, 0 (no limit), or a size such as 4GB.",
+)
+@click.option(
+    "--port", type=int, default=8786, show_default=True, help="scheduler port (0: any free port)."
+)
+@click.option(
+    "--scheduler-file",
+    default=None,
+    metavar="FILE",
+    help="where to write the scheduler file (default: a temporary file); removed on exit.",
+)
+@with_tls
+def cluster(
+    n_workers,
+    threads_per_worker,
+    memory_limit,
+    port,
+    scheduler_file,
+    tls_ca_file,
+    tls_cert,
+    tls_key,
+):
+    """Run a dask scheduler and N worker processes on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    from dlr.cluster import local_cluster, run_until_stopped
+    from dlr.scheduling import tls_security
+
+    files = (tls_ca_file, tls_cert, tls_key)
+    tls = files if tls_security(*files) else None  # checks the files before starting anything
+    with local_cluster(
+        n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        port=port,
+        scheduler_file=scheduler_file,
+        tls=tls,
+    ) as running:
+        use = f"dlr train DATA --model MODEL --scheduler-file {running.scheduler_file}"
+        if tls:
+            use += f" --tls-ca-file {tls_ca_file} --tls-cert {tls_cert}"
+            use += f" --tls-key {tls_key}" if tls_key else ""
+        click.echo(f"dask scheduler at {running.address}, {n_workers} workers, on 127.0.0.1 only")
+        click.echo(f"scheduler file: {running.scheduler_file}")
+        click.echo(f"use it with:    {use}")
+        click.echo(f"logs:           {running.log_dir} (removed on exit)")
+        click.echo("stop it with Ctrl-C")
+        sys.stdout.flush()
+        stopped_by = run_until_stopped(running)
+    click.echo(f"cluster stopped ({stopped_by})")

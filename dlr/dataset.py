@@ -31,6 +31,7 @@ class Dataset:
     x: zarr.Array
     y: zarr.Array | None
     samples_first: bool
+    s: zarr.Array | None = None
 
     @property
     def n_samples(self) -> int:
@@ -59,6 +60,7 @@ class Dataset:
             "url": self.url,
             "x": self.x.path,
             "y": self.y.path if self.y is not None else None,
+            "sample_weight": self.s.path if self.s is not None else None,
             "layout": "samples-first" if self.samples_first else "features-first",
             "shape": [self.n_samples, self.n_features],
             "chunk_samples": self.chunk_samples,
@@ -71,9 +73,11 @@ def open_dataset(
     *,
     x: str = "X",
     y: str | None = "y",
+    sample_weight: str | None = None,
     storage_options: dict | None = None,
 ) -> Dataset:
-    """Open and validate a dataset; ``y=None`` opens features only (for prediction).
+    """Open and validate a dataset; ``y=None`` opens features only (for prediction), and
+    ``sample_weight`` names an optional array of per-sample weights shaped like ``y``.
 
     Raises :class:`DataError` naming the problem: missing group or array, wrong dtype, empty
     shape, chunking across features, X/y mismatch, or chunks missing from the store.
@@ -81,12 +85,19 @@ def open_dataset(
     group = _open_group(url, storage_options)
     xa = _open_member(group, url, x)
     samples_first = check_features_array(xa, f"{url}/{x}")
-    ds = Dataset(url, xa, _open_member(group, url, y) if y is not None else None, samples_first)
-    if ds.y is not None:
-        check_labels_array(ds.y, ds.n_samples, ds.chunk_samples, f"{url}/{ds.y.path}")
-    check_chunks_present(ds.x, url)
-    if ds.y is not None:
-        check_chunks_present(ds.y, url)
+    ds = Dataset(
+        url,
+        xa,
+        _open_member(group, url, y) if y is not None else None,
+        samples_first,
+        _open_member(group, url, sample_weight) if sample_weight is not None else None,
+    )
+    for arr, name in ((ds.y, "y"), (ds.s, "sample weights")):
+        if arr is not None:
+            check_sample_array(arr, ds.n_samples, ds.chunk_samples, f"{url}/{arr.path}", name)
+    for arr in (ds.x, ds.y, ds.s):
+        if arr is not None:
+            check_chunks_present(arr, url)
     return ds
 
 
@@ -112,7 +123,7 @@ def layout_of(xa: zarr.Array, where: str) -> bool:
     """True if ``xa`` is samples × features, from its ``dimension_names`` (default: True)."""
     names = tuple(getattr(xa.metadata, "dimension_names", None) or ())
     if xa.ndim != 2:
-        raise DataError(f"X '{where}' must be 2-D (samples × features), got shape {xa.shape}")
+        raise DataError(not_2d_message(f"X '{where}'", xa.shape))
     if names in ((), (None, None), SAMPLES_FIRST):
         return True
     if names == FEATURES_FIRST:
@@ -123,8 +134,30 @@ def layout_of(xa: zarr.Array, where: str) -> bool:
 
 
 def check_dtype(dtype: np.dtype, what: str, kinds: str = "iuf") -> None:
+    if dtype.kind == "c":
+        raise DataError(f"Complex data not supported: {what} has dtype {dtype}")
     if dtype.kind not in kinds:
         raise DataError(f"{what} has dtype {dtype}; expected real numbers (integer or float)")
+
+
+def check_not_empty(m: int, n: int, what: str) -> None:
+    """Samples and features must both be at least 1 (scikit-learn's wording)."""
+    if m == 0:
+        raise DataError(
+            f"{what} has 0 sample(s) (shape=({m}, {n})) while a minimum of 1 is required."
+        )
+    if n == 0:
+        raise DataError(
+            f"{what} has 0 feature(s) (shape=({m}, {n})) while a minimum of 1 is required."
+        )
+
+
+def not_2d_message(what: str, shape) -> str:
+    return (
+        f"{what} must be 2-D (samples × features), got shape {tuple(shape)}; Reshape your data "
+        "with array.reshape(-1, 1) for a single feature or array.reshape(1, -1) for a single "
+        "sample"
+    )
 
 
 def sample_chunking(xa, samples_first: bool) -> int:
@@ -141,8 +174,7 @@ def check_features_array(xa: zarr.Array, where: str) -> bool:
     samples_first = layout_of(xa, where)
     check_dtype(xa.dtype, f"X '{where}'")
     m, n = xa.shape if samples_first else xa.shape[::-1]
-    if m == 0 or n == 0:
-        raise DataError(f"X '{where}' has {m} samples and {n} features; both must be at least 1")
+    check_not_empty(m, n, f"X '{where}'")
     grid = getattr(xa, "shards", None) or xa.chunks
     if grid[1 if samples_first else 0] < n:
         raise DataError(
@@ -152,19 +184,20 @@ def check_features_array(xa: zarr.Array, where: str) -> bool:
     return samples_first
 
 
-def check_labels_array(ya, n_samples: int, chunk_samples: int, where: str) -> None:
-    """Shape, dtype and chunking of a label array against its features."""
+def check_sample_array(ya, n_samples: int, chunk_samples: int, where: str, name: str) -> None:
+    """Shape, dtype and chunking of a per-sample array (``name``: "y" or "sample weights")
+    against its features."""
     if ya.ndim != 1 or ya.shape[0] != n_samples:
         raise DataError(
-            f"y '{where}' has shape {ya.shape} but X has {n_samples} samples; "
-            f"expected y of shape ({n_samples},)"
+            f"{name} '{where}' has shape {ya.shape} but X has {n_samples} samples; "
+            f"expected shape ({n_samples},)"
         )
-    check_dtype(ya.dtype, f"y '{where}'", kinds="biuf")
+    check_dtype(ya.dtype, f"{name} '{where}'", kinds="biuf")
     grid = getattr(ya, "shards", None) or ya.chunks
     if grid[0] != chunk_samples and n_samples > min(grid[0], chunk_samples):
         raise DataError(
-            f"X and y are chunked differently: X has {chunk_samples} samples per chunk, "
-            f"y '{where}' has {grid[0]}; rechunk y like X"
+            f"X and {name} are chunked differently: X has {chunk_samples} samples per chunk, "
+            f"'{where}' has {grid[0]}; rechunk it like X"
         )
 
 

@@ -32,7 +32,7 @@ def ascii_curve(values, width: int = 60, height: int = 10) -> str:
     for r in range(height - 1, -1, -1):
         label = f"{hi:9.5f} " if r == height - 1 else f"{lo:9.5f} " if r == 0 else " " * 10
         lines.append(label + "|" + "".join("*" if h == r else " " for h in rows))
-    lines.append(" " * 10 + "+" + "-" * len(cols) + f"  iterations 1..{len(v)}")
+    lines.append(" " * 10 + "+" + "-" * len(cols) + f"  iterations 0..{len(v) - 1}")
     return "\n".join(lines)
 
 
@@ -66,7 +66,13 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
             f"(learning rate {learning_rate}, {max_iter} iterations):"
         )
         model = LogisticRegression(
-            learning_rate=learning_rate, max_iter=max_iter, tol=0, cache_size=0, verbose=True
+            solver="gd",
+            C=np.inf,
+            learning_rate=learning_rate,
+            max_iter=max_iter,
+            tol=0,
+            cache_size=0,
+            verbose=True,
         ).fit(data)
         model.save(model_path, overwrite=True)
         echo(
@@ -90,7 +96,7 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
         verdict = "agree" if max(err for _, err in rows) <= 1e-10 else "DISAGREE"
         echo(f"   dlr and the oracle {verdict} (tolerance 1e-10)")
 
-        metrics = scoring.evaluate(from_dataset(ds), model.coef_[0], float(model.intercept_[0]))
+        metrics = scoring.evaluate(from_dataset(ds), model.theta_, model.classes_)
         echo(
             f"\n4. evaluation: log-loss {metrics['log_loss']:.4f}, accuracy "
             f"{metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}"
@@ -100,6 +106,13 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
             f"b {meta['true_intercept']:.3f}"
         )
         echo(f"   learned       {np.round(model.coef_[0][:4], 3)}...  b {model.intercept_[0]:.3f}")
+
+        newton = LogisticRegression(solver="newton", C=np.inf, tol=1e-10).fit(data)
+        echo(
+            f"\n5. solver='newton' reaches the optimum (loss {newton.loss_history_[-1]:.8f}) in "
+            f"{newton.n_passes_} passes over the data; gradient descent is at "
+            f"{model.loss_history_[-1]:.8f} after {model.n_passes_}."
+        )
         if verdict != "agree":
             raise SystemExit(1)
     finally:

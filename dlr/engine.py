@@ -1,9 +1,9 @@
-"""Dask orchestration: map the kernel over the chunks, reduce the partial sums in chunk order.
+"""Dask orchestration: map a kernel over the chunks, reduce the partial sums in chunk order.
 
-Each evaluation builds one small low-level graph: a task per chunk that reads the chunk (unless
-it is cached) and runs :func:`dlr.kernel.chunk_partials` on it, and one task that adds the
-chunks' partial sums in chunk-index order. The order is fixed, so the result is bit-identical on
-any scheduler and any number of workers. Only (n + 3) numbers per chunk ever reach the client.
+Each pass builds one small low-level graph: a task per chunk that reads the chunk (unless it is
+cached) and runs a kernel from :mod:`dlr.kernel` on it, and one task that adds the chunks'
+partial sums in chunk-index order. The order is fixed, so the result is bit-identical on any
+scheduler and any number of workers. Only the partial sums ever reach the client.
 """
 
 import uuid
@@ -16,17 +16,9 @@ import numpy as np
 from dask.optimization import cull
 
 from dlr.errors import DataError
-from dlr.kernel import PARTS, ChunkContext, chunk_partials
+from dlr.kernel import ChunkContext, chunk_partials, chunk_summary, merge_summaries
 from dlr.memory import cluster_budget, local_budget, parse_size
 from dlr.sources import Source
-
-
-class Evaluation(NamedTuple):
-    """Mean loss J, gradient dw (n,) and db at one point, from one pass over the data."""
-
-    loss: float
-    dw: np.ndarray
-    db: float
 
 
 def current_get():
@@ -43,19 +35,58 @@ def client_of(get):
     return owner if isinstance(owner, Client) else None
 
 
-def _partials(x, y, wb, samples_first, context):
-    return chunk_partials(x, y, wb[:-1], float(wb[-1]), samples_first=samples_first, check=context)
+class Labels(NamedTuple):
+    """How raw labels become the kernel's targets, and their class weights.
+
+    ``classes`` (K,) sorted int64; ``class_weight`` (K,) float64 or None. Two classes give the
+    binary model (targets 0/1), more give the multinomial one (targets are class indices).
+    """
+
+    classes: np.ndarray
+    class_weight: np.ndarray | None = None
+
+    def encode(self, y: np.ndarray) -> np.ndarray:
+        if len(self.classes) == 2:
+            if self.classes[0] == 0 and self.classes[1] == 1:
+                return y
+            return (y == self.classes[1]).astype(np.uint8)
+        return np.searchsorted(self.classes, y)
+
+    def weigh(self, targets: np.ndarray, s: np.ndarray | None) -> np.ndarray | None:
+        """Per-sample weights: sample weight × weight of the sample's class."""
+        if self.class_weight is None:
+            return None if s is None else np.asarray(s, dtype=np.float64)
+        w = self.class_weight[np.asarray(targets, dtype=np.intp)]
+        return w if s is None else w * s
 
 
-def _sum_in_order(parts):
-    total = np.array(parts[0], dtype=np.float64, copy=True)
+def _partials_task(x, y, s, theta, labels, samples_first, hessian):
+    targets = labels.encode(y)
+    return chunk_partials(
+        x,
+        targets,
+        labels.weigh(targets, s),
+        theta,
+        samples_first=samples_first,
+        hessian=hessian,
+    )
+
+
+def _summary_task(x, y, s, samples_first, context):
+    return chunk_summary(x, y, s, samples_first=samples_first, check=context)
+
+
+def sum_in_order(parts: list[dict]) -> dict:
+    """Add kernel results (dicts of arrays) in the order given: the chunk order."""
+    total = {k: np.array(v, dtype=np.float64, copy=True) for k, v in parts[0].items()}
     for p in parts[1:]:
-        total += p
+        for k, v in p.items():
+            total[k] += v
     return total
 
 
 class Engine:
-    """Loss and gradient of the whole dataset, one pass over its chunks per evaluation.
+    """Passes over a dataset's chunks: the validating first pass and the loss/gradient passes.
 
     Holds the chunk cache: chunks that fit in ``cache_size`` bytes are read and decoded once,
     in :meth:`__init__`, and kept (in this process on a local scheduler, in worker memory on a
@@ -63,23 +94,20 @@ class Engine:
     """
 
     def __init__(self, source: Source, *, cache_size="auto", get=None):
-        if source.y is None:
-            raise DataError(f"{source.origin} has no labels; training needs y")
         self.source = source
         self.get = get or current_get()
         self.client = client_of(self.get)
         self.token = uuid.uuid4().hex[:10]
         self.n_passes = 0
-        self.checked = False
         self.cached_bytes = 0
-        self._exprs = [(source.x.expr(i), source.y.expr(i)) for i in range(source.n_chunks)]
-        self._graph = {**source.x.graph, **source.y.graph}
+        self._exprs = [source.exprs(i) for i in range(source.n_chunks)]
+        self._graph = source.graph
         self._cache(self._cached_chunks(parse_size(cache_size)))
 
     def _cached_chunks(self, budget) -> list[int]:
         """Chunks to keep: all of in-memory input, else those fitting the budget, in order."""
         src = self.source
-        if src.x.in_memory and src.y.in_memory:
+        if src.in_memory:
             return list(range(src.n_chunks))
         if budget == "auto":
             budget = cluster_budget(self.client) if self.client else local_budget()
@@ -96,69 +124,79 @@ class Engine:
             return
         self.cached_bytes = sum(self.source.chunk_nbytes(i) for i in chunks)
         if self.client is None:
-            if self.source.x.in_memory and self.source.y.in_memory:
+            if self.source.in_memory:
                 return  # already decoded in this process: the expressions are the arrays
             keys = [(f"dlr-load-{self.token}", i) for i in chunks]
             dsk = {
                 **self._graph,
                 **{k: (tuple, list(self._exprs[i])) for k, i in zip(keys, chunks, strict=True)},
             }
-            for i, xy in zip(chunks, self.get(dsk, keys), strict=True):
-                self._exprs[i] = xy
+            for i, loaded in zip(chunks, self.get(dsk, keys), strict=True):
+                self._exprs[i] = loaded
             return
-        xkeys = [(f"dlr-x-{self.token}", i) for i in chunks]
-        ykeys = [(f"dlr-y-{self.token}", i) for i in chunks]
-        dsk = dict(self._graph)
-        for i, kx, ky in zip(chunks, xkeys, ykeys, strict=True):
-            dsk[kx], dsk[ky] = self._scatter_if_literal(self._exprs[i])
-        futures = self.client.get(dsk, xkeys + ykeys, sync=False)
-        for j, i in enumerate(chunks):
-            self._exprs[i] = (futures[j], futures[len(chunks) + j])
-
-    def _scatter_if_literal(self, xy):
-        return tuple(
-            self.client.scatter(e, hash=False) if isinstance(e, np.ndarray) else e for e in xy
-        )
-
-    def partials(self, w: np.ndarray, b: float) -> np.ndarray:
-        """Summed kernel results (n + 3,) over all chunks at (w, b): one pass over the data.
-
-        The first pass also validates every value (finite features, labels in {0, 1}).
-        """
-        src = self.source
-        it = self.n_passes
-        wkey = (f"dlr-w-{self.token}", it)
-        pkey = f"dlr-part-{self.token}-{it}"
-        skey = (f"dlr-sum-{self.token}", it)
-        dsk = dict(self._graph)
-        dsk[wkey] = np.append(np.asarray(w, dtype=np.float64), float(b))
-        for i, (xe, ye) in enumerate(self._exprs):
-            start, stop = src.bounds[i]
-            ctx = None if self.checked else ChunkContext(src.origin, i, start, stop)
-            dsk[(pkey, i)] = (_partials, xe, ye, wkey, src.samples_first, ctx)
-        dsk[skey] = (_sum_in_order, [(pkey, i) for i in range(src.n_chunks)])
-        if self._graph:  # input dask graph: keep only the tasks still needed (cache may cover some)
-            dsk, _ = cull(dsk, [skey])
-        total = self.get(dsk, skey)
-        self.n_passes += 1
-        if not self.checked:
-            self._check_classes(total[src.n_features + PARTS["sum_y"]])
-            self.checked = True
-        return total
-
-    def _check_classes(self, n_positive: float) -> None:
-        m = self.source.n_samples
-        if n_positive == 0 or n_positive == m:
-            label = 1 if n_positive else 0
-            raise DataError(
-                f"y in {self.source.origin} holds only class {label} ({m} samples); "
-                "training needs samples of both classes 0 and 1"
+        dsk, keys = dict(self._graph), []
+        for i in chunks:
+            for j, e in enumerate(self._exprs[i]):
+                if e is not None:
+                    key = (f"dlr-cache-{self.token}-{j}", i)
+                    dsk[key] = (
+                        self.client.scatter(e, hash=False) if isinstance(e, np.ndarray) else e
+                    )
+                    keys.append(key)
+        futures = dict(zip(keys, self.client.get(dsk, keys, sync=False), strict=True))
+        for i in chunks:
+            self._exprs[i] = tuple(
+                futures[(f"dlr-cache-{self.token}-{j}", i)] if e is not None else None
+                for j, e in enumerate(self._exprs[i])
             )
 
-    def evaluate(self, w: np.ndarray, b: float) -> Evaluation:
-        """J(w, b), dw = X·dZᵀ/m (n,) and db = ΣdZ/m, from one pass."""
-        n, m = self.source.n_features, self.source.n_samples
-        total = self.partials(w, b)
-        return Evaluation(
-            total[n + PARTS["sum_loss"]] / m, total[:n] / m, total[n + PARTS["sum_dz"]] / m
+    def _run(self, name: str, task, args_of) -> list:
+        """One pass: ``task(x, y, s, *args_of(i))`` on every chunk, results in chunk order."""
+        keys = [
+            (f"dlr-{name}-{self.token}-{self.n_passes}", i) for i in range(self.source.n_chunks)
+        ]
+        dsk = dict(self._graph)
+        for i, key in enumerate(keys):
+            dsk[key] = (task, *self._exprs[i], *args_of(i))
+        if self._graph:  # input dask graph: keep only the tasks still needed (cache may cover some)
+            dsk, _ = cull(dsk, keys)
+        self.n_passes += 1
+        return keys, dsk
+
+    def summarize(self) -> dict:
+        """The first pass: validate every value and summarize the data (see
+        :func:`dlr.kernel.chunk_summary`), merged in chunk order."""
+        src = self.source
+        keys, dsk = self._run(
+            "summary",
+            _summary_task,
+            lambda i: (src.samples_first, ChunkContext(src.origin, i, *src.bounds[i])),
         )
+        return merge_summaries(self.get(dsk, keys))
+
+    def partials_graph(self, theta: np.ndarray, labels: Labels, hessian: bool):
+        """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1)."""
+        src = self.source
+        keys, dsk = self._run(
+            "part", _partials_task, lambda i: (theta, labels, src.samples_first, hessian)
+        )
+        total = (f"dlr-sum-{self.token}", self.n_passes)
+        dsk[total] = (sum_in_order, keys)
+        return dsk, total
+
+    def partials(self, theta: np.ndarray, labels: Labels, hessian: bool = False) -> dict:
+        """Summed kernel results over all chunks at ``theta``: one pass over the data."""
+        dsk, key = self.partials_graph(theta, labels, hessian)
+        return self.get(dsk, key)
+
+
+def labels_from(summary: dict, origin: str) -> np.ndarray:
+    """The classes found in the first pass; at least two are needed."""
+    classes = summary["labels"]
+    if classes.size < 2:
+        only = f"class {classes[0]}" if classes.size else "no labels"
+        raise DataError(
+            f"y in {origin} holds only {only} ({summary['count']} samples); "
+            "training needs samples of at least two classes"
+        )
+    return classes

@@ -4,6 +4,8 @@ Every message names what is wrong and where (file, array, chunk, sample range) s
 print it as one line and exit non-zero without a traceback.
 """
 
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
 
 class DlrError(Exception):
     """Base class of every error dlr reports to its users."""
@@ -13,9 +15,13 @@ class DataError(DlrError, ValueError):
     """The data is missing, malformed, or holds values dlr cannot train on."""
 
 
+class DataTypeError(DataError, TypeError):
+    """In-memory input of a kind dlr cannot read as numbers (sparse matrices, objects)."""
+
+
 class ModelError(DlrError, ValueError):
     """A model file is missing, damaged, or does not fit the data it is applied to."""
 
 
-class NotFittedError(DlrError, AttributeError):
-    """A model was used before ``fit``."""
+class NotFittedError(DlrError, SklearnNotFittedError):
+    """A model was used before ``fit`` (also scikit-learn's NotFittedError)."""

@@ -1,182 +1,348 @@
 """``LogisticRegression``: the scikit-learn-style shell around the engine and the solvers.
 
 It validates parameters, turns its input into a :class:`dlr.sources.Source`, runs a solver
-function on an :class:`dlr.engine.Engine`, and unpacks the result into fitted attributes.
+function on an :class:`dlr.objective.Objective`, and unpacks the result into fitted attributes.
 """
 
 import time
+import warnings
+from numbers import Integral, Real
 
 import dask.array as da
 import numpy as np
 import zarr
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 
 from dlr import model_io, scoring
 from dlr.dataset import open_dataset
 from dlr.engine import Engine
-from dlr.errors import DlrError, NotFittedError
+from dlr.errors import DataError, DlrError, NotFittedError
 from dlr.kernel import ChunkContext, chunk_logits, single_threaded_blas
-from dlr.logistic import sigmoid
 from dlr.memory import parse_size
+from dlr.objective import Objective
 from dlr.progress import ProgressReporter
-from dlr.solvers import gd_init, gradient_descent
+from dlr.solvers import SOLVERS, choose, minimize
 from dlr.sources import Source, from_arrays, from_dataset
 
-SOLVERS = ("gd",)
 
+class LogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression trained out-of-core, with scikit-learn's objective and attributes.
 
-class LogisticRegression:
-    """Binary logistic regression trained out-of-core by batch gradient descent.
+    Minimizes ``C·Σ s_i·loss_i + (1 − l1_ratio)/2·‖w‖² + l1_ratio·‖w‖₁`` (s_i: sample weight ×
+    class weight; the intercept is never penalized), as scikit-learn 1.9 does. Two classes use
+    the sigmoid model, more use the multinomial (softmax) one.
 
     Parameters
     ----------
-    solver : "gd" — the seed lecture's fixed-step gradient descent.
-    learning_rate : step α in w ← w − α·dw.
-    max_iter : maximum number of iterations (each one is one pass over the data).
-    tol : stop when the loss changes by less than ``tol`` relative to the previous iteration;
-        0 runs exactly ``max_iter`` iterations.
-    cache_size : bytes of decoded chunks to keep in memory between passes: an int, a string such
+    solver : "auto" (Newton for up to a few hundred parameters, else L-BFGS), "newton",
+        "lbfgs" or "gd" (the seed lecture's fixed-step gradient descent).
+    C : inverse regularization strength; ``np.inf`` for none (the seed's plain objective).
+    l1_ratio : 0 for L2, 1 for L1, in between for elastic net.
+    fit_intercept : learn the intercept (never penalized).
+    standardize : train on features scaled to zero mean and unit variance (statistics from the
+        first pass); ``coef_`` is always reported on the original scale.
+    class_weight : None, "balanced" or {label: weight}.
+    max_iter : maximum iterations. Each iteration is one pass over the data, plus one per extra
+        line-search trial.
+    tol : Newton/L-BFGS stop when max |∇F| ≤ tol; gradient descent stops when F changes by less
+        than tol relative to the previous iteration (0 runs exactly ``max_iter``).
+    learning_rate, line_search, nesterov : gradient descent's step α, Armijo backtracking of
+        that step, and Nesterov momentum (not both).
+    memory : correction pairs kept by L-BFGS.
+    warm_start : start from the previous fit's coefficients.
+    early_stopping, n_iter_no_change : with ``validation_data`` in ``fit``, stop once the
+        validation loss has not improved for that many iterations and keep the best weights.
+    cache_size : bytes of decoded chunks kept in memory between passes: an int, a string such
         as ``"512MB"``, ``0`` to stream every pass, or ``"auto"`` (half the available memory, or
         half the workers' memory limits on a distributed cluster).
     verbose : report progress every iteration (a bar on a terminal, log records otherwise).
 
-    Fitted attributes: ``coef_`` (1, n_features), ``intercept_`` (1,), ``classes_`` [0, 1],
-    ``n_features_in_``, ``n_iter_``, ``loss_history_`` (n_iter_,) with J before each update,
-    ``n_passes_`` and ``data_fingerprint_``.
+    Attributes
+    ----------
+    coef_ : (1, n_features) binary, (K, n_features) multinomial. intercept_ : (1,) or (K,).
+    classes_ : (K,). n_features_in_. n_iter_ : iterations. n_passes_ : passes over the data,
+    the first (validating, summarizing) pass included. loss_history_ : F at each iterate,
+    starting point included. validation_loss_history_ (with validation data). converged_.
+    solver_ : the solver used. state_ : the solver's final state.
     """
 
     def __init__(
         self,
-        solver="gd",
-        learning_rate=0.1,
+        solver="auto",
+        C=1.0,
+        l1_ratio=0.0,
+        fit_intercept=True,
+        standardize=False,
+        class_weight=None,
         max_iter=100,
         tol=1e-4,
+        learning_rate=0.1,
+        line_search=False,
+        nesterov=False,
+        memory=10,
+        warm_start=False,
+        early_stopping=False,
+        n_iter_no_change=5,
         cache_size="auto",
         verbose=False,
     ):
         self.solver = solver
-        self.learning_rate = learning_rate
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.standardize = standardize
+        self.class_weight = class_weight
         self.max_iter = max_iter
         self.tol = tol
+        self.learning_rate = learning_rate
+        self.line_search = line_search
+        self.nesterov = nesterov
+        self.memory = memory
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
         self.cache_size = cache_size
         self.verbose = verbose
 
-    def get_params(self, deep=True) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("solver", "learning_rate", "max_iter", "tol", "cache_size", "verbose")
-        }
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"invalid parameter {key!r} for LogisticRegression")
-            setattr(self, key, value)
-        return self
-
     def _validate_params(self) -> None:
-        if self.solver not in SOLVERS:
-            raise DlrError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
-        if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
+        choices = ("auto", *SOLVERS)
+        if self.solver not in choices:
+            raise DlrError(f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}")
+        if not (isinstance(self.C, Real) and self.C > 0):
+            raise DlrError(f"C must be a positive number (np.inf for no penalty), got {self.C!r}")
+        if not (isinstance(self.l1_ratio, Real) and 0 <= self.l1_ratio <= 1):
+            raise DlrError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
+        if not (
+            isinstance(self.learning_rate, Real)
+            and np.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
             raise DlrError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
+        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 1):
             raise DlrError(f"max_iter must be an integer ≥ 1, got {self.max_iter!r}")
-        if not (np.isfinite(self.tol) and self.tol >= 0):
+        if not (isinstance(self.tol, Real) and np.isfinite(self.tol) and self.tol >= 0):
             raise DlrError(f"tol must be ≥ 0, got {self.tol!r}")
+        if not (isinstance(self.memory, Integral) and self.memory >= 1):
+            raise DlrError(f"memory must be an integer ≥ 1, got {self.memory!r}")
+        if not (isinstance(self.n_iter_no_change, Integral) and self.n_iter_no_change >= 1):
+            raise DlrError(
+                f"n_iter_no_change must be an integer ≥ 1, got {self.n_iter_no_change!r}"
+            )
+        if self.line_search and self.nesterov:
+            raise DlrError("line_search and nesterov cannot be combined; choose one")
         parse_size(self.cache_size)
 
-    def fit(self, X, y=None, *, x_name="X", y_name="y", storage_options=None):
-        """Fit on ``X`` (samples × features) and labels ``y`` in {0, 1}.
+    def fit(
+        self,
+        X,
+        y=None,
+        sample_weight=None,
+        *,
+        validation_data=None,
+        init=None,
+        x_name="X",
+        y_name="y",
+        storage_options=None,
+    ):
+        """Fit on ``X`` (samples × features) and class labels ``y``.
 
         ``X`` is a NumPy, dask or zarr array (a zarr array's ``dimension_names`` may say it is
-        features × samples), or the path/URL of a dlr dataset, in which case ``y`` is omitted
-        and the arrays ``x_name``/``y_name`` of the group are used.
+        features × samples), or the path/URL of a dlr dataset — then ``y`` is omitted, the arrays
+        ``x_name``/``y_name`` of the group are used, and ``sample_weight`` may name an array of
+        the group. ``validation_data`` is a dataset path or an (X, y) pair; ``init`` a fitted
+        model (or a model path) whose coefficients start the fit.
         """
         self._validate_params()
-        source = _source(X, y, x_name=x_name, y_name=y_name, storage_options=storage_options)
-        if source.y is None:
-            raise DlrError("fit needs labels: pass y, or a dataset path holding them")
+        if y is None and not _is_path(X):
+            raise DataError(
+                "LogisticRegression requires y to be passed, but the target y is None "
+                "(only a dataset path carries its own labels)"
+            )
         started = time.perf_counter()
+        source, decoded = _training_source(X, y, sample_weight, x_name, y_name, storage_options)
         engine = Engine(source, cache_size=self.cache_size)
-        reporter = ProgressReporter(self.max_iter) if self.verbose else None
-        try:
-            with single_threaded_blas():
-                state = gradient_descent(
-                    engine.evaluate,
-                    gd_init(source.n_features),
-                    learning_rate=self.learning_rate,
-                    max_iter=self.max_iter,
-                    tol=self.tol,
-                    on_iteration=reporter,
+        summary = engine.summarize()
+        validation, validation_summary = None, None
+        if validation_data is not None:
+            vsource = _validation_source(validation_data, x_name, y_name, storage_options, decoded)
+            if vsource.n_features != source.n_features:
+                raise DlrError(
+                    f"validation data has {vsource.n_features} features; the training data "
+                    f"has {source.n_features}"
                 )
-        finally:
-            if reporter is not None:
-                reporter.close()
-        self.coef_ = state.w[None, :].copy()
-        self.intercept_ = np.array([state.b])
-        self.classes_ = np.array([0, 1])
+            validation = Engine(vsource, cache_size=self.cache_size, get=engine.get)
+            validation_summary = validation.summarize()
+        elif self.early_stopping:
+            raise DlrError("early_stopping needs validation_data")
+        objective = Objective(
+            engine,
+            summary,
+            C=float(self.C),
+            l1_ratio=float(self.l1_ratio),
+            fit_intercept=self.fit_intercept,
+            standardize=self.standardize,
+            class_weight=self.class_weight,
+            validation=validation,
+            validation_summary=validation_summary,
+        )
+        classes = objective.labels.classes
+        labels = decoded[classes] if decoded is not None else classes
+        start = self._starting_point(objective, labels, init)
+        solver = choose(self.solver, objective.n_params)
+        watcher = _Watcher(self, objective)
+        with single_threaded_blas():
+            state = minimize(
+                solver,
+                objective,
+                start,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                l1=objective.l1,
+                on_iteration=watcher,
+                learning_rate=self.learning_rate,
+                line_search=self.line_search,
+                nesterov=self.nesterov,
+                memory=self.memory,
+            )
+        watcher.close()
+        theta = watcher.best_theta if watcher.best_theta is not None else state.theta
+        self._set_coefficients(objective.effective(theta))
+        self.classes_ = labels
         self.n_features_in_ = source.n_features
+        self.solver_ = solver
+        self.state_ = state
         self.n_iter_ = state.iteration
         self.n_passes_ = engine.n_passes
         self.loss_history_ = np.array(state.loss_history)
-        self.converged_ = state.converged
+        if validation is not None:
+            self.validation_loss_history_ = np.array(watcher.validation_history)
+        self.converged_ = bool(state.converged)
         self.cached_bytes_ = engine.cached_bytes
         self.fit_seconds_ = time.perf_counter() - started
         self.data_fingerprint_ = source.fingerprint
+        if not (state.converged or watcher.stopped_early or self.tol == 0):
+            _warn_not_converged(self, solver, state, objective)
         return self
+
+    def _starting_point(self, objective: Objective, classes: np.ndarray, init) -> np.ndarray:
+        """θ₀: zeros, or the coefficients of ``init`` / of the previous fit (``warm_start``)."""
+        previous = None
+        if init is not None:
+            previous = load(init) if isinstance(init, str) else init
+        elif self.warm_start and hasattr(self, "coef_"):
+            previous = self
+        if previous is None:
+            return np.zeros(objective.n_params)
+        if not np.array_equal(np.asarray(previous.classes_), classes):
+            raise DlrError(
+                f"cannot start from a model with classes {np.asarray(previous.classes_).tolist()}: "
+                f"the data has classes {np.asarray(classes).tolist()}"
+            )
+        if previous.coef_.shape[1] != objective.n_features:
+            raise DlrError(
+                f"cannot start from a model with {previous.coef_.shape[1]} features: the data "
+                f"has {objective.n_features}"
+            )
+        theta_eff = np.column_stack([previous.coef_, previous.intercept_])
+        return objective.from_effective(theta_eff)
+
+    def _set_coefficients(self, theta_eff: np.ndarray) -> None:
+        coef, intercept = theta_eff[:, :-1].copy(), theta_eff[:, -1].copy()
+        if coef.shape[0] > 1:
+            # A common shift of all classes' intercepts (or, unpenalized, of all coefficient
+            # rows) leaves a softmax model unchanged: report the centred representative.
+            intercept -= intercept.mean()
+            if np.isinf(self.C):
+                coef -= coef.mean(axis=0)
+        self.coef_, self.intercept_ = coef, intercept
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             raise NotFittedError("this LogisticRegression is not fitted yet; call fit first")
 
+    @property
+    def theta_(self) -> np.ndarray:
+        """[coef_ | intercept_] (k, n_features + 1), as the kernels use it."""
+        return np.column_stack([self.coef_, self.intercept_])
+
     def decision_function(self, X, *, x_name="X", storage_options=None):
-        """Logits wᵀx + b, (n_samples,): NumPy for NumPy input, a lazy dask array otherwise."""
+        """Logits: (n,) binary or (n, K); NumPy for NumPy input, a lazy dask array otherwise."""
         self._check_fitted()
-        w, b = self.coef_[0], float(self.intercept_[0])
         if isinstance(X, np.ndarray | list):
             source = from_arrays(X)
             self._check_features(source)
             check = ChunkContext(source.origin, 0, 0, source.n_samples)
-            return chunk_logits(np.asarray(X), w, b, samples_first=True, check=check)
-        source = _source(X, None, x_name=x_name, y_name=None, storage_options=storage_options)
+            return chunk_logits(source.x.arr, self.theta_, samples_first=True, check=check)
+        source = _source(X, None, None, x_name=x_name, y_name=None, storage_options=storage_options)
         self._check_features(source)
-        return scoring.logits(source, w, b)
+        return scoring.logits(source, self.theta_)
 
     def _check_features(self, source: Source) -> None:
         if source.n_features != self.n_features_in_:
-            raise DlrError(
-                f"{source.origin} has {source.n_features} features; the model was fitted on "
-                f"{self.n_features_in_}"
+            raise DataError(
+                f"X has {source.n_features} features, but LogisticRegression is expecting "
+                f"{self.n_features_in_} features as input ({source.origin}; the model was "
+                f"fitted on {self.n_features_in_})"
             )
 
     def predict_proba(self, X, **kwargs):
-        """(n_samples, 2): P(class 0), P(class 1) for each sample (lazy on dask/zarr input)."""
-        p = _map(sigmoid, self.decision_function(X, **kwargs))
-        stack = da.stack if isinstance(p, da.Array) else np.stack
-        return stack([1 - p, p], axis=1)
+        """(n, K) class probabilities (lazy on dask/zarr/path input)."""
+        z = self.decision_function(X, **kwargs)
+        if isinstance(z, da.Array):
+            k = len(self.classes_)
+            chunks = (z.chunks[0], (k,))
+            return z.map_blocks(
+                scoring.probabilities,
+                chunks=chunks,
+                new_axis=1 if z.ndim == 1 else None,
+                dtype=np.float64,
+            )
+        return scoring.probabilities(z)
+
+    def predict_log_proba(self, X, **kwargs):
+        return _map(np.log, self.predict_proba(X, **kwargs))
 
     def predict(self, X, **kwargs):
-        """Predicted labels from ``classes_`` (lazy on dask/zarr input)."""
-        z = self.decision_function(X, **kwargs)
-        return _map(lambda v: self.classes_[(v > 0).astype(np.intp)], z)
+        """Predicted labels from ``classes_`` (lazy on dask/zarr/path input)."""
+        proba = self.predict_proba(X, **kwargs)
+        classes = np.asarray(self.classes_)
+        if isinstance(proba, da.Array):
+            return proba.map_blocks(
+                lambda p: classes[p.argmax(axis=1)], drop_axis=1, dtype=classes.dtype
+            )
+        return classes[proba.argmax(axis=1)]
 
-    def score(self, X, y) -> float:
-        """Mean accuracy on (X, y)."""
+    def score(self, X, y, sample_weight=None) -> float:
+        """(Weighted) mean accuracy on (X, y)."""
         pred = self.predict(X)
-        accuracy = (pred == (y if isinstance(y, da.Array) else np.asarray(y))).mean()
+        truth = y if isinstance(y, da.Array) else np.asarray(y)
+        hits = pred == truth
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            accuracy = (hits * sample_weight).sum() / sample_weight.sum()
+        else:
+            accuracy = hits.mean()
         return float(accuracy.compute() if isinstance(accuracy, da.Array) else accuracy)
 
     def save(self, path: str, *, overwrite: bool = True) -> None:
         """Write the fitted model as a directory (JSON + .npy), atomically."""
         self._check_fitted()
+        params = {k: v for k, v in self.get_params().items() if k != "class_weight"}
         meta = {
             "estimator": "LogisticRegression",
-            "params": self.get_params(),
-            "classes": self.classes_.tolist(),
+            "params": _jsonable(params),
+            "class_weight": _jsonable(self.class_weight),
+            "classes": np.asarray(self.classes_).tolist(),
             "n_features_in": int(self.n_features_in_),
+            "solver": self.solver_,
             "n_iter": int(self.n_iter_),
             "n_passes": int(self.n_passes_),
             "converged": bool(self.converged_),
             "loss_history": [float(v) for v in self.loss_history_],
+            "validation_loss_history": [
+                float(v) for v in getattr(self, "validation_loss_history_", [])
+            ],
             "data": self.data_fingerprint_,
         }
         model_io.save_model(
@@ -184,36 +350,144 @@ class LogisticRegression:
         )
 
 
+class _Watcher:
+    """The per-iteration callback: progress reports, validation history, early stopping."""
+
+    def __init__(self, model: LogisticRegression, objective: Objective):
+        self.model = model
+        self.reporter = ProgressReporter(model.max_iter) if model.verbose else None
+        self.validation = objective.validation is not None
+        self.validation_history: list[float] = []
+        self.best_theta = None
+        self.best = np.inf
+        self.since_best = 0
+        self.stopped_early = False
+
+    def __call__(self, state, progress) -> bool:
+        if self.reporter is not None:
+            self.reporter(progress)
+        if not self.validation:
+            return False
+        if not self.validation_history:
+            self.validation_history.append(float(state.ev.validation_loss))
+        loss = float(progress.validation_loss)
+        self.validation_history.append(loss)
+        if not self.model.early_stopping:
+            return False
+        if loss < self.best:
+            self.best, self.best_theta, self.since_best = loss, state.theta, 0
+            return False
+        self.since_best += 1
+        self.stopped_early = self.since_best >= self.model.n_iter_no_change
+        return self.stopped_early
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+
+
+def _warn_not_converged(model, solver, state, objective) -> None:
+    if state.stalled:
+        why = "the line search could not decrease the loss any further (rounding)"
+    else:
+        why = f"it reached max_iter={model.max_iter}"
+    hint = {
+        "gd": "increase max_iter or learning_rate, try line_search=True or nesterov=True, "
+        "or use solver='newton' or 'lbfgs'",
+        "lbfgs": "increase max_iter, or set standardize=True for badly scaled features",
+        "newton": "increase max_iter, or check for perfectly separable data (set C < inf)",
+    }[solver]
+    warnings.warn(
+        f"dlr LogisticRegression (solver '{solver}') stopped before converging: {why}; {hint}",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
 def load(path: str) -> LogisticRegression:
     """Load a model written by :meth:`LogisticRegression.save` (no code is executed)."""
     meta, arrays = model_io.load_model(path)
-    params = meta.get("params", {})
-    model = LogisticRegression(
-        **{k: v for k, v in params.items() if k in LogisticRegression().get_params()}
-    )
+    known = LogisticRegression().get_params()
+    params = {k: _from_json(v) for k, v in meta.get("params", {}).items() if k in known}
+    model = LogisticRegression(**params)
+    model.class_weight = meta.get("class_weight")
+    if isinstance(model.class_weight, dict):
+        model.class_weight = {
+            int(k) if k.lstrip("-").isdigit() else k: v for k, v in model.class_weight.items()
+        }
     model.coef_ = arrays["coef"]
     model.intercept_ = arrays["intercept"]
     model.classes_ = np.array(meta["classes"])
     model.n_features_in_ = meta["n_features_in"]
+    model.solver_ = meta.get("solver")
     model.n_iter_ = meta["n_iter"]
     model.n_passes_ = meta["n_passes"]
     model.converged_ = meta["converged"]
     model.loss_history_ = np.array(meta["loss_history"], dtype=np.float64)
+    if meta.get("validation_loss_history"):
+        model.validation_loss_history_ = np.array(meta["validation_loss_history"])
     model.data_fingerprint_ = meta["data"]
     return model
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value):
+    return {"inf": np.inf, "-inf": -np.inf}.get(value, value) if isinstance(value, str) else value
 
 
 def _map(f, a):
     return a.map_blocks(f) if isinstance(a, da.Array) else f(a)
 
 
-def _source(X, y, *, x_name, y_name, storage_options) -> Source:
-    if isinstance(X, str) or hasattr(X, "__fspath__"):
+def _training_source(X, y, sample_weight, x_name, y_name, storage_options):
+    """The training source and, for in-memory non-numeric labels, the label decoding table."""
+    decoded = None
+    if isinstance(y, list | tuple | np.ndarray) and np.asarray(y).dtype.kind in "USO":
+        decoded, y = np.unique(np.asarray(y), return_inverse=True)
+    return _source(
+        X, y, sample_weight, x_name=x_name, y_name=y_name, storage_options=storage_options
+    ), decoded
+
+
+def _validation_source(data, x_name, y_name, storage_options, decoded) -> Source:
+    if isinstance(data, tuple) and len(data) == 2:
+        Xv, yv = data
+        if decoded is not None:
+            yv = np.searchsorted(decoded, np.asarray(yv))
+        return from_arrays(Xv, yv)
+    return _source(data, None, None, x_name=x_name, y_name=y_name, storage_options=storage_options)
+
+
+def _is_path(X) -> bool:
+    return isinstance(X, str) or hasattr(X, "__fspath__")
+
+
+def _source(X, y, sample_weight, *, x_name, y_name, storage_options) -> Source:
+    if _is_path(X):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")
-        return from_dataset(
-            open_dataset(str(X), x=x_name, y=y_name, storage_options=storage_options)
+        weight_name = sample_weight if isinstance(sample_weight, str) else None
+        source = from_dataset(
+            open_dataset(
+                str(X),
+                x=x_name,
+                y=y_name,
+                sample_weight=weight_name,
+                storage_options=storage_options,
+            )
         )
+        if sample_weight is not None and weight_name is None:
+            raise DlrError("with a dataset path, sample_weight names an array of the dataset")
+        return source
     if isinstance(X, zarr.Group):
         raise DlrError("pass the dataset's path, or its arrays, rather than a zarr group")
-    return from_arrays(X, y)
+    return from_arrays(X, y, sample_weight)

@@ -1,15 +1,22 @@
-"""The per-chunk kernel: one visit to a chunk yields every partial sum an iteration needs.
+"""Per-chunk kernels: one visit to a chunk yields every partial sum a pass needs.
 
-Pure NumPy: no dask, no I/O. The chunk is walked in blocks of samples small enough to stay in the
-CPU cache; each block is copied once into a float64 buffer (exact for float32 and integer data),
-and the forward pass, the loss and both gradient sums are computed while the block is hot. So the
-chunk is read from memory once, float32 chunks stay float32 in memory, and all arithmetic and
-accumulation is float64.
+Pure NumPy: no dask, no I/O. A chunk is walked in blocks of samples small enough to stay in the
+CPU cache; each block is copied once into a float64 buffer (exact for float32 and integer data)
+and everything is computed while the block is hot, so the chunk is read from memory once,
+float32 chunks stay float32 in memory, and all arithmetic and accumulation is float64.
 
-The partial sums of a chunk c with samples x_i, labels y_i, logits z_i = wᵀx_i + b are packed in
-one float64 vector of length n + 3 (see :data:`PARTS`):
+Parameters come as ``theta`` of shape (k, n + 1), one row ``[w_c | b_c]`` per linear function:
 
-    [ X_c·dZ_cᵀ (n values),  Σ dz_i,  Σ loss(z_i, y_i),  Σ y_i ]
+- k = 1: binary logistic regression, σ(wᵀx + b), labels ``y`` in {0, 1};
+- k = K ≥ 3: multinomial, softmax over K logits, ``y`` holding class indices 0..K-1.
+
+Samples may carry weights ``s`` (None means all ones). For a chunk, :func:`chunk_partials` gives
+
+    loss = Σ s_i ℓ(z_i, y_i)
+    grad = Σ s_i (p_i − onehot(y_i)) ⊗ [x_i, 1]                  shape (k, n + 1)
+    hess = Σ s_i ∂²ℓ/∂θ² (optional)                              shape (k(n+1), k(n+1))
+
+with θ flattened row by row. Binary: ℓ = log(1 + eᶻ) − y·z and ∂²ℓ = a(1 − a)·[x, 1][x, 1]ᵀ.
 """
 
 import threading
@@ -21,11 +28,11 @@ from threadpoolctl import ThreadpoolController
 from dlr.errors import DataError
 from dlr.logistic import softplus_and_sigmoid
 
-#: Offsets, after the n gradient entries, of the scalar partial sums in a kernel result.
-PARTS = {"sum_dz": 0, "sum_loss": 1, "sum_y": 2}
-
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_SAMPLES = 64
+
+#: More distinct labels than this in a classification target is an error, not a model.
+MAX_CLASSES = 1000
 
 
 def block_samples(n_features: int) -> int:
@@ -35,78 +42,226 @@ def block_samples(n_features: int) -> int:
 
 def _blocks(x: np.ndarray, n: int, samples_first: bool):
     """Yield (start, stop, xb) over cache-sized sample blocks of a chunk, ``xb`` a float64 copy
-    ((k, n) if ``samples_first`` else (n, k)) in a buffer reused from block to block."""
+    (k, n) of the block's samples (a transposed view for features-first chunks), in a buffer
+    reused from block to block."""
     m_c = x.shape[0] if samples_first else x.shape[1]
     rows = min(block_samples(n), m_c)
     buf = np.empty((rows, n) if samples_first else (n, rows))
     for s in range(0, m_c, rows):
         e = min(s + rows, m_c)
-        xb = buf[: e - s] if samples_first else buf[:, : e - s]
-        np.copyto(xb, x[s:e] if samples_first else x[:, s:e])
-        yield s, e, xb
+        if samples_first:
+            xb = buf[: e - s]
+            np.copyto(xb, x[s:e])
+            yield s, e, xb
+        else:
+            xb = buf[:, : e - s]
+            np.copyto(xb, x[:, s:e])
+            yield s, e, xb.T
 
 
 def chunk_partials(
     x: np.ndarray,
     y: np.ndarray,
-    w: np.ndarray,
-    b: float,
+    s: np.ndarray | None,
+    theta: np.ndarray,
     *,
     samples_first: bool,
-    check: "ChunkContext | None" = None,
-) -> np.ndarray:
-    """Partial sums of one chunk at weights (w, b), in one visit.
+    hessian: bool = False,
+) -> dict[str, np.ndarray]:
+    """Loss, gradient (and Hessian) sums of one chunk at ``theta``, in one visit.
 
     Parameters
     ----------
     x : (m_c, n) if ``samples_first`` else (n, m_c), any real dtype
-    y : (m_c,) labels in {0, 1}
-    w : (n,) float64
-    b : float
-    check : when given, the chunk's values are validated (finite features, labels in {0, 1})
-        and errors name the chunk through it.
+    y : (m_c,) labels in {0, 1} (k = 1) or class indices (k ≥ 3)
+    s : (m_c,) float64 sample weights, or None for unit weights
+    theta : (k, n + 1) float64, rows [w | b]
 
     Returns
     -------
-    (n + 3,) float64: X_c·dZ_cᵀ, then Σdz, Σloss, Σy (offsets in :data:`PARTS`).
+    ``{"loss": () , "grad": (k, n + 1), "hess": (k(n+1), k(n+1))}`` float64 sums, ``hess``
+    only when asked for.
     """
-    n = w.shape[0]
-    out = np.zeros(n + 3)
-    grad = out[:n]
+    k, n1 = theta.shape
+    n = n1 - 1
+    out = {"loss": np.zeros(()), "grad": np.zeros((k, n1))}
+    if hessian:
+        out["hess"] = np.zeros((k * n1, k * n1))
+    block = _binary_block if k == 1 else _multinomial_block
     with single_threaded_blas():
-        for s, e, xb in _blocks(x, n, samples_first):
-            yb = np.asarray(y[s:e], dtype=np.float64)
-            if check is not None:
-                check.validate(xb, s, samples_first, yb)
-            z = xb @ w if samples_first else w @ xb
-            z += b
-            loss, dz = softplus_and_sigmoid(z)
-            dz -= yb
-            out[n + PARTS["sum_loss"]] += loss.sum() - yb @ z
-            out[n + PARTS["sum_dz"]] += dz.sum()
-            out[n + PARTS["sum_y"]] += yb.sum()
-            grad += dz @ xb if samples_first else xb @ dz
+        for b0, b1, xb in _blocks(x, n, samples_first):
+            sb = None if s is None else s[b0:b1]
+            block(xb, y[b0:b1], sb, theta, out)
+    if hessian:
+        _symmetrize(out["hess"], k, n1)
     return out
 
 
-def chunk_logits(
+def _binary_block(xb, yb, sb, theta, out):
+    """Accumulate one block of the binary model into ``out`` (see :func:`chunk_partials`)."""
+    n = xb.shape[1]
+    yb = np.asarray(yb, dtype=np.float64)
+    z = xb @ theta[0, :n]
+    z += theta[0, n]
+    loss, dz = softplus_and_sigmoid(z)
+    a = dz.copy() if "hess" in out else None
+    dz -= yb
+    if sb is None:
+        out["loss"] += loss.sum() - yb @ z
+    else:
+        out["loss"] += sb @ loss - (sb * yb) @ z
+        dz *= sb
+    out["grad"][0, :n] += dz @ xb
+    out["grad"][0, n] += dz.sum()
+    if a is not None:
+        h = a * (1.0 - a)
+        if sb is not None:
+            h *= sb
+        _add_hessian_block(out["hess"], 0, 0, xb, h, n + 1)
+
+
+def _multinomial_block(xb, yb, sb, theta, out):
+    """Accumulate one block of the K-class softmax model into ``out``."""
+    n = xb.shape[1]
+    k = theta.shape[0]
+    rows = np.arange(xb.shape[0])
+    yb = np.asarray(yb, dtype=np.intp)
+    z = xb @ theta[:, :n].T
+    z += theta[:, n]
+    zmax = z.max(axis=1)
+    p = np.exp(z - zmax[:, None])
+    total = p.sum(axis=1)
+    p /= total[:, None]
+    loss = zmax + np.log(total) - z[rows, yb]
+    r = p.copy()
+    r[rows, yb] -= 1.0
+    if sb is None:
+        out["loss"] += loss.sum()
+    else:
+        out["loss"] += sb @ loss
+        r *= sb[:, None]
+    out["grad"][:, :n] += r.T @ xb
+    out["grad"][:, n] += r.sum(axis=0)
+    if "hess" in out:
+        for c in range(k):
+            for d in range(c, k):
+                h = p[:, c] * ((c == d) - p[:, d])
+                if sb is not None:
+                    h *= sb
+                _add_hessian_block(out["hess"], c, d, xb, h, n + 1)
+
+
+def _add_hessian_block(hess, c, d, xb, h, n1):
+    """hess[c, d] block += [xb, 1]ᵀ·diag(h)·[xb, 1] (upper triangle of blocks only)."""
+    n = n1 - 1
+    rc, rd = c * n1, d * n1
+    hx = xb * h[:, None]
+    hess[rc : rc + n, rd : rd + n] += xb.T @ hx
+    col = h @ xb
+    hess[rc : rc + n, rd + n] += col
+    hess[rc + n, rd : rd + n] += col
+    hess[rc + n, rd + n] += h.sum()
+
+
+def _symmetrize(hess, k, n1):
+    """Copy the upper blocks (c < d) to the lower ones."""
+    for c in range(k):
+        for d in range(c + 1, k):
+            hess[d * n1 : (d + 1) * n1, c * n1 : (c + 1) * n1] = hess[
+                c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1
+            ].T
+
+
+def chunk_logits(x: np.ndarray, theta: np.ndarray, *, samples_first: bool, check=None):
+    """Logits of a chunk's samples: (m_c,) for k = 1, else (m_c, k); float64.
+
+    Features are validated first when ``check`` (a :class:`ChunkContext`) is given.
+    """
+    k, n1 = theta.shape
+    m_c = x.shape[0] if samples_first else x.shape[1]
+    z = np.empty((m_c, k))
+    with single_threaded_blas():
+        for b0, b1, xb in _blocks(x, n1 - 1, samples_first):
+            if check is not None:
+                check.features(xb, b0)
+            np.matmul(xb, theta[:, :-1].T, out=z[b0:b1])
+            z[b0:b1] += theta[:, -1]
+    return z[:, 0] if k == 1 else z
+
+
+def chunk_summary(
     x: np.ndarray,
-    w: np.ndarray,
-    b: float,
+    y: np.ndarray | None,
+    s: np.ndarray | None,
     *,
     samples_first: bool,
-    check: "ChunkContext | None" = None,
-) -> np.ndarray:
-    """Logits z = wᵀx + b of a chunk's samples, (m_c,) float64; features validated if ``check``."""
-    n = w.shape[0]
-    z = np.empty(x.shape[0] if samples_first else x.shape[1])
+    check: "ChunkContext",
+) -> dict:
+    """Validate a chunk and summarize it for the first pass.
+
+    Returns ``count``; per-feature ``mean`` and ``m2`` (sum of squared deviations), float64;
+    and, with labels, the sorted distinct ``labels`` with their ``counts`` and summed
+    ``weights``. Raises :class:`DataError` naming the chunk and sample for non-finite
+    features, labels or weights, non-integral labels, negative weights or too many labels.
+    """
+    n = x.shape[1] if samples_first else x.shape[0]
+    moments = (0, np.zeros(n), np.zeros(n))
     with single_threaded_blas():
-        for s, e, xb in _blocks(x, n, samples_first):
-            if check is not None:
-                check.validate(xb, s, samples_first)
-            np.matmul(xb, w, out=z[s:e]) if samples_first else np.matmul(w, xb, out=z[s:e])
-            z[s:e] += b
-    return z
+        for b0, _, xb in _blocks(x, n, samples_first):
+            check.features(xb, b0)
+            mean = xb.mean(axis=0)
+            moments = _merge_moments(moments, (xb.shape[0], mean, ((xb - mean) ** 2).sum(axis=0)))
+    out = {"count": moments[0], "mean": moments[1], "m2": moments[2]}
+    if y is None:
+        return out
+    y = np.asarray(y)
+    check.labels(y)
+    if s is not None:
+        s = np.asarray(s, dtype=np.float64)
+        check.weights(s)
+    labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if labels.size > MAX_CLASSES:
+        raise DataError(
+            f"y has {labels.size} distinct labels in {check.where()} (more than {MAX_CLASSES}): "
+            "logistic regression needs class labels, not a continuous target"
+        )
+    weights = counts.astype(np.float64) if s is None else np.bincount(inverse, weights=s)
+    out.update(labels=labels.astype(np.int64), counts=counts, weights=weights)
+    return out
+
+
+def _merge_moments(a, b):
+    """Chan et al.'s pairwise update of (count, mean, m2)."""
+    na, ma, qa = a
+    nb, mb, qb = b
+    total = na + nb
+    if nb == 0:
+        return a
+    delta = mb - ma
+    return total, ma + delta * (nb / total), qa + qb + delta**2 * (na * nb / total)
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """Combine chunk summaries in chunk order (deterministic)."""
+    moments = (0, np.zeros_like(parts[0]["mean"]), np.zeros_like(parts[0]["m2"]))
+    labels: dict[int, list] = {}
+    for p in parts:
+        moments = _merge_moments(moments, (p["count"], p["mean"], p["m2"]))
+        for label, count, weight in zip(
+            p.get("labels", ()), p.get("counts", ()), p.get("weights", ()), strict=True
+        ):
+            entry = labels.setdefault(int(label), [0, 0.0])
+            entry[0] += int(count)
+            entry[1] += float(weight)
+    out = {"count": moments[0], "mean": moments[1], "m2": moments[2]}
+    if "labels" in parts[0]:
+        keys = sorted(labels)
+        out.update(
+            labels=np.array(keys, dtype=np.int64),
+            counts=np.array([labels[c][0] for c in keys], dtype=np.int64),
+            weights=np.array([labels[c][1] for c in keys]),
+        )
+    return out
 
 
 class ChunkContext:
@@ -118,25 +273,40 @@ class ChunkContext:
     def where(self) -> str:
         return f"{self.origin}, chunk {self.chunk} (samples {self.start}–{self.stop - 1})"
 
-    def validate(self, xb: np.ndarray, offset: int, samples_first: bool, yb=None) -> None:
-        """Raise :class:`DataError` if block ``xb`` (or labels ``yb``), starting at sample
-        ``offset`` of the chunk, holds non-finite features or labels outside {0, 1}."""
-        finite = np.isfinite(xb).all(axis=1 if samples_first else 0)
+    def _first(self, ok: np.ndarray, offset: int = 0) -> int:
+        return self.start + offset + int(np.argmin(ok))
+
+    def features(self, xb: np.ndarray, offset: int) -> None:
+        """Raise if block ``xb`` (k, n), starting at sample ``offset`` of the chunk, has NaN/inf."""
+        finite = np.isfinite(xb).all(axis=1)
         if not finite.all():
-            first = self.start + offset + int(np.argmin(finite))
+            first = self._first(finite, offset)
             raise DataError(f"X holds NaN or inf in {self.where()}: first at sample {first}")
-        if yb is None:
-            return
-        finite = np.isfinite(yb)
-        if not finite.all():
-            first = self.start + offset + int(np.argmin(finite))
-            raise DataError(f"y holds NaN or inf in {self.where()}: first at sample {first}")
-        bad = (yb != 0) & (yb != 1)
-        if bad.any():
-            i = int(np.argmax(bad))
+
+    def labels(self, y: np.ndarray) -> None:
+        """Raise unless every label is a finite integer."""
+        if y.dtype.kind == "f":
+            finite = np.isfinite(y)
+            if not finite.all():
+                raise DataError(
+                    f"y holds NaN or inf in {self.where()}: first at sample {self._first(finite)}"
+                )
+            integral = y == np.round(y)
+            if not integral.all():
+                i = int(np.argmin(integral))
+                raise DataError(
+                    f"y must hold integer class labels (not a continuous target), but "
+                    f"{self.where()} has {y[i]:g} at sample {self.start + i}"
+                )
+
+    def weights(self, s: np.ndarray) -> None:
+        """Raise unless every sample weight is finite and ≥ 0."""
+        ok = np.isfinite(s) & (s >= 0)
+        if not ok.all():
+            i = int(np.argmin(ok))
             raise DataError(
-                f"y must hold labels 0 and 1, but {self.where()} has {yb[i]:g} "
-                f"at sample {self.start + offset + i}"
+                f"sample weights must be finite and ≥ 0, but {self.where()} has {s[i]:g} "
+                f"at sample {self.start + i}"
             )
 
 

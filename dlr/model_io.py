@@ -2,8 +2,8 @@
 
     MODEL/
       model.json      format, dlr version, hyperparameters, data fingerprint, n_iter, loss history
-      coef.npy        (1, n_features) float64
-      intercept.npy   (1,) float64
+      coef.npy        (1, n_features) for two classes, (K, n_features) for K ≥ 3; float64
+      intercept.npy   (1,) or (K,) float64
 
 Arrays load with ``allow_pickle=False`` and the JSON is plain data: loading never runs code.
 """
@@ -66,8 +66,9 @@ def load_model(path: str) -> tuple[dict, dict[str, np.ndarray]]:
             arrays[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read '{file}': {e}") from None
-    n = meta.get("n_features_in")
-    if arrays["coef"].shape != (1, n) or arrays["intercept"].shape != (1,):
+    n, k = meta.get("n_features_in"), len(meta.get("classes", ()))
+    rows = 1 if k == 2 else k
+    if arrays["coef"].shape != (rows, n) or arrays["intercept"].shape != (rows,):
         raise ModelError(
             f"'{path}' is inconsistent: coef {arrays['coef'].shape}, intercept "
             f"{arrays['intercept'].shape}, n_features_in {n}"

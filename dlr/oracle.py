@@ -15,7 +15,7 @@ from dlr.logistic import log_loss, sigmoid
 
 
 class OracleFit(NamedTuple):
-    """Result of :func:`gradient_descent`: ``w`` (n, 1), ``b`` scalar, one loss per iteration."""
+    """Result of :func:`gradient_descent`: ``w`` (n, 1), ``b`` scalar, the loss at every iterate."""
 
     w: np.ndarray
     b: float
@@ -48,17 +48,18 @@ def gradient_descent(
 ) -> OracleFit:
     """Fixed-step gradient descent from w = 0, b = 0.
 
-    Each iteration records J at the current weights, then updates them. After the update, it stops
-    when |J_k - J_{k-1}| / |J_{k-1}| < tol (never when tol = 0, so exactly ``max_iter`` run).
+    ``losses[k]`` is J after k updates (``losses[0]`` = J(0, 0) = log 2). It stops after the
+    update k for which |J_k - J_{k-1}| < tol·|J_{k-1}| (never when tol = 0: ``max_iter`` run).
     """
     w = np.zeros((X.shape[0], 1), dtype=X.dtype)
     b = X.dtype.type(0)
-    losses: list[float] = []
+    J, dw, db = gradients(X, Y, w, b)
+    losses = [J]
     for _ in range(max_iter):
-        J, dw, db = gradients(X, Y, w, b)
-        losses.append(J)
         w = w - learning_rate * dw
         b = b - learning_rate * db
-        if len(losses) > 1 and abs(losses[-1] - losses[-2]) < tol * abs(losses[-2]):
+        J, dw, db = gradients(X, Y, w, b)
+        losses.append(J)
+        if abs(losses[-1] - losses[-2]) < tol * abs(losses[-2]):
             break
     return OracleFit(w, float(b), losses)

@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from dlr.solvers import Progress
+from dlr.solvers.common import Progress
 
 log = logging.getLogger("dlr")
 
@@ -17,7 +17,9 @@ class ProgressReporter:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def __call__(self, p: Progress) -> None:
-        text = f"iter {p.iteration}  loss {p.loss:.6g}  |dw| {p.grad_norm:.3g}  {p.seconds:.3f}s"
+        text = f"iter {p.iteration}  loss {p.loss:.6g}  |grad| {p.grad_norm:.3g}  {p.seconds:.3f}s"
+        if p.validation_loss is not None:
+            text += f"  validation loss {p.validation_loss:.6g}"
         if not self.tty:
             log.info(text)
             return

@@ -1,7 +1,9 @@
 """Applying a model out-of-core: logits, probabilities written to zarr, and evaluation metrics.
 
-Every function maps one task per chunk (the chunk is read and scored in that task) through the
-active dask scheduler; features are validated as they are read.
+A model here is ``theta`` (k, n + 1) = [W | b] on the original feature scale — k = 1 for a
+binary model (σ of one logit), k = K ≥ 3 for a multinomial one (softmax of K logits) — with its
+``classes`` (K,). Every function maps one task per chunk (the chunk is read and scored in that
+task) through the active dask scheduler; features are validated as they are read.
 """
 
 import uuid
@@ -13,43 +15,67 @@ from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import Crc32cCodec
 
 from dlr.atomic import staged_url
-from dlr.engine import current_get
+from dlr.engine import current_get, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import ChunkContext, chunk_logits
 from dlr.logistic import log_loss, sigmoid
 from dlr.sources import Source
 
+#: Bins of the reliability table (calibration summary) over predicted probability.
+CALIBRATION_BINS = 10
 
-def _logits_task(x, wb, samples_first, context):
-    return chunk_logits(x, wb[:-1], float(wb[-1]), samples_first=samples_first, check=context)
+
+def probabilities(z: np.ndarray) -> np.ndarray:
+    """(m, K) class probabilities from logits: (m,) binary, or (m, K) multinomial."""
+    if z.ndim == 1:
+        p = sigmoid(z)
+        return np.stack([1.0 - p, p], axis=1)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
-def _wb(w: np.ndarray, b: float) -> np.ndarray:
-    return np.append(np.asarray(w, dtype=np.float64).ravel(), float(b))
+def cross_entropy(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-sample loss at logits z for class indices ``targets`` (0/1 for binary)."""
+    if z.ndim == 1:
+        return log_loss(z, targets.astype(np.float64))
+    zmax = z.max(axis=1)
+    lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+    return lse - z[np.arange(len(z)), targets]
+
+
+def _logits_task(x, theta, samples_first, context):
+    return chunk_logits(x, theta, samples_first=samples_first, check=context)
 
 
 def _context(source: Source, i: int) -> ChunkContext:
     return ChunkContext(source.origin, i, *source.bounds[i])
 
 
-def logits(source: Source, w: np.ndarray, b: float) -> da.Array:
-    """Lazy logits (m,) float64 of every sample, chunked like ``source``."""
+def logits(source: Source, theta: np.ndarray) -> da.Array:
+    """Lazy logits of every sample, chunked like ``source``: (m,) binary, (m, K) multinomial."""
     name = f"dlr-logits-{uuid.uuid4().hex[:10]}"
-    wb = _wb(w, b)
+    k = theta.shape[0]
     layer = {
-        (name, i): (_logits_task, source.x.expr(i), wb, source.samples_first, _context(source, i))
+        (name, i) if k == 1 else (name, i, 0): (
+            _logits_task,
+            source.x.expr(i),
+            theta,
+            source.samples_first,
+            _context(source, i),
+        )
         for i in range(source.n_chunks)
     }
     graph = HighLevelGraph.from_collections(name, {**source.x.graph, **layer}, dependencies=())
     sizes = tuple(e - s for s, e in source.bounds)
-    return da.Array(graph, name, chunks=(sizes,), dtype=np.float64)
+    return da.Array(graph, name, chunks=(sizes,) if k == 1 else (sizes, (k,)), dtype=np.float64)
 
 
-def _write_task(x, wb, samples_first, context, arr):
+def _write_task(x, theta, samples_first, context, arr):
     if isinstance(x, Exception):
         return x
     try:
-        arr[context.start : context.stop] = sigmoid(_logits_task(x, wb, samples_first, context))
+        p = probabilities(_logits_task(x, theta, samples_first, context))
+        arr[context.start : context.stop] = p[:, 1] if p.shape[1] == 2 else p
     except Exception as e:  # returned, not raised: the caller raises it once all writes are over
         return e
     return None
@@ -57,30 +83,31 @@ def _write_task(x, wb, samples_first, context, arr):
 
 def write_probabilities(
     source: Source,
-    w,
-    b,
+    theta: np.ndarray,
     out: str,
     *,
     overwrite: bool = False,
     storage_options: dict | None = None,
     attributes: dict | None = None,
 ) -> None:
-    """Write P(y = 1 | x) of every sample as a zarr array (m,) float64 at ``out``, chunked like
-    the input. Written under a temporary name and renamed when complete (local paths).
+    """Write predicted probabilities as a zarr array at ``out``, chunked like the input: (m,)
+    P(second class) for a binary model, (m, K) for a multinomial one. Written under a temporary
+    name and renamed when complete (local paths).
 
     Every chunk task runs to its end, catching its own error, before the first error in chunk
     order is raised: so no write is still in flight when the temporary output is removed.
     """
-    wb = _wb(w, b)
+    k = theta.shape[0]
+    c = source.bounds[0][1] - source.bounds[0][0]
     token = uuid.uuid4().hex[:10]
     try:
         with staged_url(out, overwrite=overwrite, storage_options=storage_options) as target:
             arr = zarr.create_array(
                 store=target,
-                shape=(source.n_samples,),
-                chunks=(source.bounds[0][1] - source.bounds[0][0],),
+                shape=(source.n_samples,) if k == 1 else (source.n_samples, k),
+                chunks=(c,) if k == 1 else (c, k),
                 dtype="float64",
-                dimension_names=("sample",),
+                dimension_names=("sample",) if k == 1 else ("sample", "class"),
                 compressors=[Crc32cCodec()],
                 attributes=attributes or {},
                 storage_options=storage_options,
@@ -92,7 +119,7 @@ def write_probabilities(
                 dsk[key] = (
                     _write_task,
                     source.x.expr(i, capture=True),
-                    wb,
+                    theta,
                     source.samples_first,
                     _context(source, i),
                     arr,
@@ -104,28 +131,44 @@ def write_probabilities(
         raise DlrError(f"'{out}' exists; choose another output or pass --overwrite") from None
 
 
-def _eval_task(x, y, wb, samples_first, context):
-    z = _logits_task(x, wb, samples_first, context)
-    y = np.asarray(y, dtype=np.float64)
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        i = int(np.argmax(bad))
+def _eval_task(x, y, theta, classes, samples_first, context):
+    z = _logits_task(x, theta, samples_first, context)
+    y = np.asarray(y)
+    targets = np.searchsorted(classes, y)
+    known = (targets < len(classes)) & (classes[np.minimum(targets, len(classes) - 1)] == y)
+    if not known.all():
+        i = int(np.argmin(known))
         raise DataError(
-            f"y must hold labels 0 and 1, but {context.where()} has {y[i]:g} "
-            f"at sample {context.start + i}"
+            f"y has label {y[i]} at sample {context.start + i} in {context.where()}, which the "
+            f"model does not know (classes {classes.tolist()})"
         )
-    return float(log_loss(z, y).sum()), int(((z > 0) == (y == 1)).sum()), z, y.astype(np.uint8)
+    p = probabilities(z)
+    predicted = p.argmax(axis=1)
+    k = len(classes)
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (targets, predicted), 1)
+    top = p[:, 1] if k == 2 else p.max(axis=1)
+    hit = (targets == 1) if k == 2 else (predicted == targets)
+    bins = np.minimum((top * CALIBRATION_BINS).astype(np.intp), CALIBRATION_BINS - 1)
+    calibration = np.zeros((CALIBRATION_BINS, 3))
+    np.add.at(calibration, bins, np.stack([np.ones_like(top), top, hit], axis=1))
+    parts = {
+        "loss": np.array(cross_entropy(z, targets).sum()),
+        "confusion": confusion,
+        "calibration": calibration,
+    }
+    return parts, (z if k == 2 else p), targets.astype(np.int32)
 
 
-def evaluate(source: Source, w, b) -> dict:
-    """Log-loss, accuracy and ROC AUC of the model (w, b) on labelled ``source``.
+def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
+    """Log-loss, accuracy, ROC AUC, confusion matrix and reliability table on ``source``.
 
-    One pass over the data; the loss and accuracy sums are reduced in chunk order. ROC AUC is
-    exact: the logits and labels (9 bytes per sample) are brought to the client and ranked.
+    One pass over the data; per-chunk sums are reduced in chunk order. ROC AUC is exact (one
+    vs rest, macro-averaged, for more than two classes): the scores and labels are brought to
+    the client and ranked — 12 bytes per sample for a binary model.
     """
     if source.y is None:
         raise DataError(f"{source.origin} has no labels; evaluation needs y")
-    wb = _wb(w, b)
     token = uuid.uuid4().hex[:10]
     keys = [(f"dlr-eval-{token}", i) for i in range(source.n_chunks)]
     dsk = {**source.x.graph, **source.y.graph}
@@ -134,17 +177,41 @@ def evaluate(source: Source, w, b) -> dict:
             _eval_task,
             source.x.expr(i),
             source.y.expr(i),
-            wb,
+            theta,
+            classes,
             source.samples_first,
             _context(source, i),
         )
     results = current_get()(dsk, keys)
+    sums = sum_in_order([r[0] for r in results])
+    scores = np.concatenate([r[1] for r in results])
+    targets = np.concatenate([r[2] for r in results])
     m = source.n_samples
-    loss = sum(r[0] for r in results) / m
-    accuracy = sum(r[1] for r in results) / m
-    z = np.concatenate([r[2] for r in results])
-    y = np.concatenate([r[3] for r in results])
-    return {"n_samples": m, "log_loss": loss, "accuracy": accuracy, "roc_auc": roc_auc(z, y)}
+    confusion = sums["confusion"].astype(np.int64)
+    calibration = sums["calibration"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = [
+            {
+                "bin": [i / CALIBRATION_BINS, (i + 1) / CALIBRATION_BINS],
+                "count": int(row[0]),
+                "mean_predicted": float(row[1] / row[0]) if row[0] else None,
+                "observed": float(row[2] / row[0]) if row[0] else None,
+            }
+            for i, row in enumerate(calibration)
+        ]
+    if len(classes) == 2:
+        auc = roc_auc(scores, targets)
+    else:
+        auc = float(np.nanmean([roc_auc(scores[:, c], targets == c) for c in range(len(classes))]))
+    return {
+        "n_samples": m,
+        "log_loss": float(sums["loss"]) / m,
+        "accuracy": float(np.trace(confusion)) / m,
+        "roc_auc": auc,
+        "classes": classes.tolist(),
+        "confusion_matrix": confusion.tolist(),
+        "calibration": table,
+    }
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -164,3 +231,35 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     neg_in = np.add.reduceat((~p).astype(np.int64), starts)
     neg_below = np.cumsum(neg_in) - neg_in
     return float((pos_in * (neg_below + 0.5 * neg_in)).sum() / (n_pos * n_neg))
+
+
+def report(metrics: dict) -> str:
+    """The metrics of :func:`evaluate` as text: scores, confusion matrix, reliability table."""
+    classes = [str(c) for c in metrics["classes"]]
+    lines = [
+        f"samples    {metrics['n_samples']}",
+        f"log_loss   {metrics['log_loss']:.6g}",
+        f"accuracy   {metrics['accuracy']:.6g}",
+        f"roc_auc    {metrics['roc_auc']:.6g}",
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+    ]
+    width = max(8, *(len(c) + 2 for c in classes))
+    lines.append(" " * width + "".join(f"{c:>{width}}" for c in classes))
+    for c, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    what = f"P(y={classes[1]})" if len(classes) == 2 else "top-class probability"
+    observed = f"fraction y={classes[1]}" if len(classes) == 2 else "fraction correct"
+    lines += [
+        "",
+        f"calibration ({what} in bins)",
+        f"{'bin':>12} {'count':>10} {'mean p':>8} {observed:>16}",
+    ]
+    for row in metrics["calibration"]:
+        lo, hi = row["bin"]
+        if row["count"]:
+            lines.append(
+                f"{lo:5.1f}–{hi:<4.1f}  {row['count']:>10} {row['mean_predicted']:8.3f} "
+                f"{row['observed']:16.3f}"
+            )
+    return "\n".join(lines)

@@ -7,22 +7,26 @@ expressions inside its kernel tasks, so a streamed chunk is read and used in the
 """
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
 import zarr
+from sklearn.exceptions import DataConversionWarning
 
 from dlr.dataset import (
     Dataset,
     check_chunks_present,
     check_dtype,
     check_features_array,
-    check_labels_array,
+    check_not_empty,
+    check_sample_array,
+    not_2d_message,
     read_block,
     sample_chunking,
 )
-from dlr.errors import DataError
+from dlr.errors import DataError, DataTypeError
 
 #: Samples per chunk for in-memory NumPy input: about this many bytes of features.
 IN_MEMORY_CHUNK_BYTES = 32 << 20
@@ -89,10 +93,10 @@ class DaskChunks:
 
 @dataclass(frozen=True)
 class Source:
-    """Features (and labels, unless predicting) split into sample chunks.
+    """Features, optional labels and optional sample weights, split into sample chunks.
 
     ``bounds[i]`` is the (start, stop) sample range of chunk i. ``x`` chunks are (m_c, n) when
-    ``samples_first``, else (n, m_c); ``y`` chunks are (m_c,).
+    ``samples_first``, else (n, m_c); ``y`` and ``s`` chunks are (m_c,).
     """
 
     origin: str
@@ -104,15 +108,29 @@ class Source:
     bounds: tuple
     dtype: np.dtype
     fingerprint: dict = field(compare=False)
+    s: object | None = None
 
     @property
     def n_chunks(self) -> int:
         return len(self.bounds)
 
     def chunk_nbytes(self, i: int) -> int:
-        """Decoded size of chunk i (features and labels) in memory."""
+        """Decoded size of chunk i (features, labels, weights) in memory."""
         s, e = self.bounds[i]
-        return (e - s) * (self.n_features * self.dtype.itemsize + 8)
+        return (e - s) * (self.n_features * self.dtype.itemsize + 16)
+
+    def exprs(self, i: int) -> tuple:
+        """Graph expressions of chunk i's (x, y, s); None for absent columns."""
+        return tuple(c.expr(i) if c is not None else None for c in (self.x, self.y, self.s))
+
+    @property
+    def graph(self) -> dict:
+        """Extra graph the expressions refer to (dask input); empty otherwise."""
+        return {k: v for c in (self.x, self.y, self.s) if c is not None for k, v in c.graph.items()}
+
+    @property
+    def in_memory(self) -> bool:
+        return all(c.in_memory for c in (self.x, self.y, self.s) if c is not None)
 
 
 def from_dataset(ds: Dataset) -> Source:
@@ -128,115 +146,109 @@ def from_dataset(ds: Dataset) -> Source:
         bounds=bounds,
         dtype=ds.x.dtype,
         fingerprint=ds.fingerprint(),
+        s=ZarrChunks(ds.s, bounds, True, where) if ds.s is not None else None,
     )
 
 
-def from_arrays(X, y=None) -> Source:
+def from_arrays(X, y=None, sample_weight=None) -> Source:
     """A source over in-memory, dask or zarr arrays; ``X`` is samples × features.
 
-    A zarr ``X`` may instead be features × samples if its ``dimension_names`` say so.
+    A zarr ``X`` may instead be features × samples if its ``dimension_names`` say so. ``y`` and
+    ``sample_weight`` may each be NumPy, dask or zarr arrays of shape (m,).
     """
     if isinstance(X, zarr.Array):
-        return _from_zarr(X, y)
-    if isinstance(X, da.Array):
-        return _from_dask(X, y)
-    X = _as_numpy(X, "X")
-    m, n = _check_x_shape(X.shape, X.dtype, "X")
-    c = max(1, IN_MEMORY_CHUNK_BYTES // max(1, n * X.dtype.itemsize))
-    bounds = tuple((s, min(s + c, m)) for s in range(0, m, c))
-    yc = None
-    if y is not None:
-        y = _labels(y, m)
-        yc = NumpyChunks(y, bounds, True) if not isinstance(y, da.Array) else _dask_y(y, bounds)
-    return Source(
-        "the input array",
-        NumpyChunks(X, bounds, True),
-        yc,
-        m,
-        n,
-        True,
-        bounds,
-        X.dtype,
-        {"kind": "numpy", "shape": [m, n], "dtype": str(X.dtype)},
-    )
-
-
-def _from_zarr(X: zarr.Array, y) -> Source:
-    where = f"'{X.store_path}'"
-    samples_first = check_features_array(X, str(X.store_path))
-    m, n = X.shape if samples_first else X.shape[::-1]
-    c = sample_chunking(X, samples_first)
-    check_chunks_present(X, str(X.store_path))
-    bounds = tuple((s, min(s + c, m)) for s in range(0, m, c))
-    yc = None
-    if y is not None:
-        if isinstance(y, zarr.Array):
-            check_labels_array(y, m, c, str(y.store_path))
-            check_chunks_present(y, str(y.store_path))
-            yc = ZarrChunks(y, bounds, True, f"'{y.store_path}'")
-        else:
-            y = _labels(y, m)
-            yc = NumpyChunks(y, bounds, True) if not isinstance(y, da.Array) else _dask_y(y, bounds)
-    fp = {
-        "kind": "zarr",
-        "url": str(X.store_path),
-        "shape": [m, n],
-        "chunk_samples": c,
-        "dtype": str(X.dtype),
-    }
+        where = f"'{X.store_path}'"
+        samples_first = check_features_array(X, str(X.store_path))
+        m, n = X.shape if samples_first else X.shape[::-1]
+        c = sample_chunking(X, samples_first)
+        check_chunks_present(X, str(X.store_path))
+        bounds = _regular_bounds(m, c)
+        xc = ZarrChunks(X, bounds, samples_first, where)
+        fp = {"kind": "zarr", "url": str(X.store_path), "chunk_samples": c}
+    elif isinstance(X, da.Array):
+        where, samples_first = "the input dask array", True
+        m, n = _check_x_shape(X.shape, X.dtype, "X")
+        if any(math.isnan(c) for c in X.chunks[0]):
+            raise DataError(
+                "X is a dask array with unknown chunk sizes; call X.compute_chunk_sizes()"
+            )
+        X = X.rechunk({1: -1})
+        starts = np.cumsum((0,) + X.chunks[0])
+        bounds = tuple((int(s), int(e)) for s, e in zip(starts[:-1], starts[1:], strict=True))
+        xc = DaskChunks(X)
+        fp = {"kind": "dask", "name": X.name}
+    else:
+        where, samples_first = "the input array", True
+        X = _as_numpy(X, "X")
+        m, n = _check_x_shape(X.shape, X.dtype, "X")
+        bounds = _regular_bounds(m, max(1, IN_MEMORY_CHUNK_BYTES // (n * X.dtype.itemsize)))
+        xc = NumpyChunks(X, bounds, True)
+        fp = {"kind": "numpy"}
+    fp.update(shape=[m, n], dtype=str(X.dtype))
     return Source(
         where,
-        ZarrChunks(X, bounds, samples_first, where),
-        yc,
+        xc,
+        _column(y, "y", m, bounds),
         m,
         n,
         samples_first,
         bounds,
         X.dtype,
         fp,
+        _column(sample_weight, "sample_weight", m, bounds),
     )
 
 
-def _from_dask(X: da.Array, y) -> Source:
-    m, n = _check_x_shape(X.shape, X.dtype, "X")
-    if any(math.isnan(c) for c in X.chunks[0]):
-        raise DataError("X is a dask array with unknown chunk sizes; call X.compute_chunk_sizes()")
-    X = X.rechunk({1: -1})
-    starts = np.cumsum((0,) + X.chunks[0])
-    bounds = tuple((int(s), int(e)) for s, e in zip(starts[:-1], starts[1:], strict=True))
-    yc = None
-    if y is not None:
-        y = _labels(y, m)
-        yc = _dask_y(y if isinstance(y, da.Array) else da.from_array(y, chunks=X.chunks[0]), bounds)
-    fp = {"kind": "dask", "name": X.name, "shape": [m, n], "dtype": str(X.dtype)}
-    return Source("the input dask array", DaskChunks(X), yc, m, n, True, bounds, X.dtype, fp)
+def _regular_bounds(m: int, c: int) -> tuple:
+    return tuple((s, min(s + c, m)) for s in range(0, m, c))
 
 
-def _dask_y(y: da.Array, bounds) -> DaskChunks:
-    return DaskChunks(y.rechunk((tuple(e - s for s, e in bounds),)))
+def _column(a, name: str, m: int, bounds):
+    """A per-sample array (labels or weights) chunked like the features, or None."""
+    if a is None:
+        return None
+    if isinstance(a, zarr.Array):
+        check_sample_array(a, m, bounds[0][1] - bounds[0][0], str(a.store_path), name)
+        check_chunks_present(a, str(a.store_path))
+        return ZarrChunks(a, bounds, True, f"'{a.store_path}'")
+    if not isinstance(a, da.Array):
+        a = _as_numpy(a, name)
+    if a.ndim == 2 and a.shape == (m, 1):
+        warnings.warn(
+            f"A column-vector y was passed when a 1d array was expected: {name} of shape "
+            f"({m}, 1) is read as ({m},)",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        a = a[:, 0]
+    if a.ndim != 1 or a.shape[0] != m:
+        raise DataError(f"{name} has shape {tuple(a.shape)} but X has {m} samples; expected ({m},)")
+    check_dtype(np.dtype(a.dtype), name, kinds="biuf")
+    if isinstance(a, da.Array):
+        return DaskChunks(a.rechunk((tuple(e - s for s, e in bounds),)))
+    return NumpyChunks(a, bounds, True)
 
 
 def _as_numpy(a, what: str) -> np.ndarray:
+    """``a`` as a NumPy array; object arrays of numbers become float64."""
+    if hasattr(a, "toarray") or type(a).__module__.startswith("scipy.sparse"):
+        raise DataTypeError(
+            f"{what} is a sparse matrix: sparse input is not supported; pass a dense array "
+            "(X.toarray()) or store the data dense in zarr"
+        )
     try:
-        return np.asarray(a)
+        a = np.asarray(a)
+        if a.dtype.kind == "O":
+            a = a.astype(np.float64)
     except (TypeError, ValueError) as e:
-        raise DataError(f"{what} cannot be read as an array: {e}") from None
+        raise DataTypeError(f"{what} cannot be read as an array of numbers: {e}") from None
+    return a
 
 
 def _check_x_shape(shape, dtype, what: str) -> tuple[int, int]:
     if len(shape) != 2:
-        raise DataError(f"{what} must be 2-D (samples × features), got shape {tuple(shape)}")
+        raise DataError(not_2d_message(what, shape))
     check_dtype(np.dtype(dtype), what)
     m, n = shape
-    if m == 0 or n == 0:
-        raise DataError(f"{what} has {m} samples and {n} features; both must be at least 1")
+    check_not_empty(m, n, what)
     return int(m), int(n)
-
-
-def _labels(y, m: int):
-    if not isinstance(y, da.Array):
-        y = _as_numpy(y, "y")
-    if y.ndim != 1 or y.shape[0] != m:
-        raise DataError(f"y has shape {tuple(y.shape)} but X has {m} samples; expected ({m},)")
-    check_dtype(np.dtype(y.dtype), "y", kinds="biuf")
-    return y

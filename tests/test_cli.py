@@ -19,7 +19,18 @@ from dlr.synthetic import make_dataset
 N_SAMPLES = 3000
 N_FEATURES = 6
 CHUNK = 700  # 5 chunks, the last one of 200 samples
-TRAIN_ARGS = ["--learning-rate", "1.0", "--max-iter", "30", "--tol", "0"]
+TRAIN_ARGS = [
+    "--solver",
+    "gd",
+    "--C",
+    "inf",
+    "--learning-rate",
+    "1.0",
+    "--max-iter",
+    "30",
+    "--tol",
+    "0",
+]
 DLR_SCRIPT = str(Path(sys.executable).parent / "dlr")
 
 
@@ -122,7 +133,7 @@ def test_train_writes_a_model_directory_with_metadata_and_arrays(run):
     assert meta["data"]["layout"] == run["layout"]
     assert meta["data"]["chunk_samples"] == CHUNK
     assert meta["data"]["dtype"] == run["dtype"]
-    assert meta["n_iter"] == 30 == len(meta["loss_history"])
+    assert meta["n_iter"] == 30 == len(meta["loss_history"]) - 1
     assert meta["loss_history"][0] == pytest.approx(np.log(2))
     assert np.all(np.diff(meta["loss_history"]) < 0)
     coef = np.load(model / "coef.npy", allow_pickle=False)
@@ -135,7 +146,9 @@ def test_train_writes_a_model_directory_with_metadata_and_arrays(run):
 
 def test_train_cli_gives_the_same_model_as_the_python_api(run):
     cli_model = dlr.load(run["model"])
-    api_model = dlr.LogisticRegression(learning_rate=1.0, max_iter=30, tol=0).fit(run["data"])
+    api_model = dlr.LogisticRegression(
+        solver="gd", C=np.inf, learning_rate=1.0, max_iter=30, tol=0
+    ).fit(run["data"])
     np.testing.assert_array_equal(cli_model.coef_, api_model.coef_)
     np.testing.assert_array_equal(cli_model.intercept_, api_model.intercept_)
     np.testing.assert_array_equal(cli_model.loss_history_, api_model.loss_history_)
@@ -153,13 +166,22 @@ def test_evaluate_json_equals_sklearn_metrics_computed_in_memory(run):
     assert abs(metrics["roc_auc"] - roc_auc_score(y, model.decision_function(X))) <= 1e-12
 
 
-def test_evaluate_prints_one_line_per_metric(run):
+def test_evaluate_prints_scores_confusion_matrix_and_calibration(run):
     out = dlr_ok("evaluate", run["model"], run["data"])
     metrics = json.loads(dlr_ok("evaluate", run["model"], run["data"], "--json"))
-    lines = dict(line.split(maxsplit=1) for line in out.strip().splitlines())
-    assert set(lines) == {"n_samples", "log_loss", "accuracy", "roc_auc"}
-    for key, value in metrics.items():
-        assert float(lines[key]) == pytest.approx(value, rel=1e-5)
+    head = dict(line.split(maxsplit=1) for line in out.strip().splitlines()[:4])
+    assert int(head["samples"]) == metrics["n_samples"]
+    for key in ("log_loss", "accuracy", "roc_auc"):
+        assert float(head[key]) == pytest.approx(metrics[key], rel=1e-5)
+    matrix = metrics["confusion_matrix"]
+    assert sum(map(sum, matrix)) == metrics["n_samples"]
+    assert metrics["accuracy"] == pytest.approx(
+        (matrix[0][0] + matrix[1][1]) / metrics["n_samples"]
+    )
+    assert "confusion matrix (rows: true class, columns: predicted)" in out
+    assert "calibration (P(y=1) in bins)" in out
+    table = metrics["calibration"]
+    assert len(table) == 10 and sum(row["count"] for row in table) == metrics["n_samples"]
 
 
 def test_predict_writes_probabilities_chunked_like_the_input(run):

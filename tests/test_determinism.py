@@ -10,7 +10,16 @@ from dlr.scheduling import scheduler
 
 
 def fit(path, **params):
-    return dlr.LogisticRegression(learning_rate=1.0, max_iter=25, tol=0, **params).fit(path)
+    return dlr.LogisticRegression(**{"learning_rate": 1.0, "max_iter": 25, "tol": 0, **params}).fit(
+        path
+    )
+
+
+SOLVERS = {
+    "gd": {"solver": "gd", "C": np.inf},
+    "newton-l1": {"solver": "newton", "C": 0.1, "l1_ratio": 0.5, "max_iter": 6},
+    "lbfgs-standardized": {"solver": "lbfgs", "standardize": True, "max_iter": 12},
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +29,23 @@ def cluster():
         yield client
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("cache_size", ["auto", 0], ids=["cached", "streamed"])
 def test_weights_are_bit_identical_on_sync_threads_and_a_two_process_cluster(
-    dataset, cluster, cache_size
+    dataset, cluster, cache_size, solver
 ):
     path = dataset(1000, 6, 97)
+    params = {"cache_size": cache_size, **SOLVERS[solver]}
     results = {}
     with dask.config.set(scheduler="sync"):
-        results["sync"] = fit(path, cache_size=cache_size)
+        results["sync"] = fit(path, **params)
     with dask.config.set(scheduler="threads", num_workers=2):
-        results["threads"] = fit(path, cache_size=cache_size)
+        results["threads"] = fit(path, **params)
     with dask.config.set(scheduler=cluster.get), get_task_stream(cluster) as stream:
-        results["cluster"] = fit(path, cache_size=cache_size)
+        results["cluster"] = fit(path, **params)
     kernel_tasks = [t for t in stream.data if "dlr-part" in str(t["key"])]
-    assert len(kernel_tasks) == 25 * 11  # 11 chunks, 25 iterations, all run on the workers
+    # every pass after the first (summary) one runs one task per chunk (11), on the workers
+    assert len(kernel_tasks) == (results["cluster"].n_passes_ - 1) * 11
     assert results["cluster"].cached_bytes_ == results["threads"].cached_bytes_
     for name in ("threads", "cluster"):
         np.testing.assert_array_equal(results[name].coef_, results["sync"].coef_, err_msg=name)

@@ -6,7 +6,7 @@ import pytest
 import dlr
 from dlr import kernel, oracle, sources
 from dlr.dataset import open_dataset, read_block
-from dlr.engine import Engine
+from dlr.engine import Engine, Labels
 from dlr.sources import from_dataset
 from tests.conftest import RTOL_FLOAT64, assert_matches, load_arrays
 
@@ -18,7 +18,7 @@ CHUNKINGS = {"one-chunk": (203, 203), "ragged-last-chunk": (203, 50), "one-sampl
 
 def fit_both(path, **params):
     model = dlr.LogisticRegression(
-        learning_rate=LEARNING_RATE, max_iter=ITERATIONS, tol=0, **params
+        solver="gd", C=np.inf, learning_rate=LEARNING_RATE, max_iter=ITERATIONS, tol=0, **params
     ).fit(path)
     X, Y = load_arrays(path)
     return model, X, Y
@@ -32,7 +32,7 @@ def test_float64_training_matches_the_oracle(dataset, chunking, samples_first, c
     path = dataset(n_samples, 5, chunk_samples, samples_first=samples_first)
     model, X, Y = fit_both(path, cache_size=cache_size)
     ref = oracle.gradient_descent(X, Y, LEARNING_RATE, ITERATIONS)
-    assert model.n_iter_ == ITERATIONS == len(model.loss_history_)
+    assert model.n_iter_ == ITERATIONS == len(model.loss_history_) - 1
     assert_matches(model.coef_[0], ref.w[:, 0])
     assert_matches(model.intercept_, [ref.b])
     assert_matches(model.loss_history_, ref.losses)
@@ -67,11 +67,13 @@ def test_float32_data_is_trained_exactly_in_float64(dataset, samples_first):
 
 def test_tol_stops_training_where_the_oracle_stops(dataset):
     path = dataset(500, 4, 64)
-    model = dlr.LogisticRegression(learning_rate=LEARNING_RATE, max_iter=1000, tol=1e-5).fit(path)
+    model = dlr.LogisticRegression(
+        solver="gd", C=np.inf, learning_rate=LEARNING_RATE, max_iter=1000, tol=1e-5
+    ).fit(path)
     X, Y = load_arrays(path)
     ref = oracle.gradient_descent(X, Y, LEARNING_RATE, 1000, tol=1e-5)
     assert model.converged_
-    assert model.n_iter_ == len(ref.losses) < 1000
+    assert model.n_iter_ == len(ref.losses) - 1 < 1000
     assert_matches(model.loss_history_, ref.losses)
 
 
@@ -89,14 +91,36 @@ def test_each_evaluation_is_one_pass_and_only_cached_chunks_are_read_once(datase
     budget = 2 * source.chunk_nbytes(0)  # the first two chunks fit
     engine = Engine(source, cache_size=budget)
     assert sorted(reads) == [("X", 0), ("X", 1), ("y", 0), ("y", 1)]
-    for _ in range(3):
-        engine.evaluate(np.zeros(5), 0.0)
-    assert sorted(reads[4:]) == sorted([(a, i) for a in ("X", "y") for i in (2, 3, 4)] * 3)
-    assert engine.n_passes == 3
+    engine.summarize()
+    for hessian in (False, True, False):
+        engine.partials(np.zeros((1, 6)), Labels(np.array([0, 1])), hessian=hessian)
+    assert sorted(reads[4:]) == sorted([(a, i) for a in ("X", "y") for i in (2, 3, 4)] * 4)
+    assert engine.n_passes == 4
+
+
+@pytest.mark.parametrize("solver", ["gd", "newton", "lbfgs"])
+def test_every_solver_reads_each_streamed_chunk_once_per_reported_pass(
+    dataset, monkeypatch, solver
+):
+    path = dataset(203, 5, 50)
+    reads = []
+
+    def counting_read(arr, samples_first, start, stop, origin, chunk):
+        reads.append((arr.path, chunk))
+        return read_block(arr, samples_first, start, stop, origin, chunk)
+
+    monkeypatch.setattr(sources, "read_block", counting_read)
+    model = dlr.LogisticRegression(
+        solver=solver, max_iter=8, tol=0, cache_size=0, line_search=True, learning_rate=5.0
+    ).fit(path)
+    assert model.n_passes_ >= model.n_iter_ + 1
+    for array in ("X", "y"):
+        for chunk in range(5):
+            assert reads.count((array, chunk)) == model.n_passes_
 
 
 def test_streaming_with_cache_size_zero_keeps_nothing(dataset):
-    model = dlr.LogisticRegression(max_iter=2, cache_size=0).fit(dataset(203, 5, 50))
+    model = dlr.LogisticRegression(max_iter=2, tol=0, cache_size=0).fit(dataset(203, 5, 50))
     assert model.cached_bytes_ == 0
-    model = dlr.LogisticRegression(max_iter=2, cache_size="1GB").fit(dataset(203, 5, 50))
-    assert model.cached_bytes_ == 203 * (5 * 8 + 8)
+    model = dlr.LogisticRegression(max_iter=2, tol=0, cache_size="1GB").fit(dataset(203, 5, 50))
+    assert model.cached_bytes_ == 203 * (5 * 8 + 16)

@@ -14,7 +14,7 @@ from dlr.progress import ProgressReporter
 from dlr.solvers import Progress
 from tests.conftest import assert_matches, load_arrays
 
-PARAMS = {"learning_rate": 1.0, "max_iter": 50, "tol": 0}
+PARAMS = {"solver": "gd", "C": np.inf, "learning_rate": 1.0, "max_iter": 50, "tol": 0}
 
 
 @pytest.fixture
@@ -64,8 +64,9 @@ def test_fitted_attributes_have_scikit_learn_shapes(data):
     assert model.intercept_.shape == (1,)
     assert model.classes_.tolist() == [0, 1]
     assert model.n_features_in_ == 4
-    assert model.n_iter_ == 50 == model.n_passes_
-    assert model.loss_history_.shape == (50,)
+    assert model.n_iter_ == 50
+    assert model.n_passes_ == 52  # the validating first pass, the start, 50 iterations
+    assert model.loss_history_.shape == (51,)
 
 
 def test_predictions_are_numpy_for_numpy_input_and_lazy_for_dask_and_zarr(data):
@@ -110,7 +111,7 @@ def test_saving_over_an_existing_model_replaces_it_whole(data, tmp_path):
     path, *_ = data
     models = tmp_path / "models"
     target = str(models / "model")
-    dlr.LogisticRegression(max_iter=1).fit(path).save(target)
+    dlr.LogisticRegression(max_iter=1, tol=0).fit(path).save(target)
     second = dlr.LogisticRegression(**PARAMS).fit(path)
     second.save(target)
     np.testing.assert_array_equal(dlr.load(target).coef_, second.coef_)
@@ -124,15 +125,19 @@ def test_using_a_model_before_fit_is_a_clear_error():
 
 def test_predicting_with_the_wrong_number_of_features_is_a_clear_error(data):
     path, X, *_ = data
-    model = dlr.LogisticRegression(max_iter=1).fit(path)
-    with pytest.raises(dlr.DlrError, match="has 3 features; the model was fitted on 4"):
+    model = dlr.LogisticRegression(max_iter=1, tol=0).fit(path)
+    with pytest.raises(
+        dlr.DlrError, match="X has 3 features, but LogisticRegression is expecting 4 features"
+    ):
         model.predict(X[:, :3])
 
 
 @pytest.mark.parametrize(
     ("param", "value", "message"),
     [
-        ("solver", "newton", "unknown solver 'newton'"),
+        ("solver", "sgd", "unknown solver 'sgd'"),
+        ("C", 0.0, "C must be a positive number"),
+        ("l1_ratio", 1.5, "l1_ratio must be between 0 and 1"),
         ("learning_rate", -1.0, "learning_rate must be a positive number"),
         ("max_iter", 0, "max_iter must be an integer"),
         ("tol", -1e-3, "tol must be ≥ 0"),
@@ -147,10 +152,11 @@ def test_invalid_parameters_are_rejected_before_any_data_is_read(param, value, m
 def test_progress_is_logged_every_iteration_when_not_on_a_terminal(data, caplog):
     path, *_ = data
     with caplog.at_level(logging.INFO, logger="dlr"):
-        dlr.LogisticRegression(max_iter=3, tol=0, verbose=True).fit(path)
+        dlr.LogisticRegression(solver="gd", C=np.inf, max_iter=3, tol=0, verbose=True).fit(path)
     lines = [r.getMessage() for r in caplog.records if r.name == "dlr"]
     assert len(lines) == 3
-    assert lines[0].startswith("iter 1  loss 0.693147  |dw| ")
+    assert lines[0].startswith("iter 1  loss 0.6")
+    assert "  |grad| " in lines[0]
     assert lines[-1].startswith("iter 3  loss ") and lines[-1].endswith("s")
 
 
@@ -164,5 +170,5 @@ def test_progress_is_a_bar_on_a_terminal():
     reporter(Progress(2, 0.5, 0.01, 0.25))
     reporter.close()
     assert (
-        "[############------------] 2/4  iter 2  loss 0.5  |dw| 0.01  0.250s" in stream.getvalue()
+        "[############------------] 2/4  iter 2  loss 0.5  |grad| 0.01  0.250s" in stream.getvalue()
     )

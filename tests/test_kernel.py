@@ -1,28 +1,33 @@
-"""One visit to a chunk gives exactly the oracle's partial sums, whatever the layout or dtype."""
+"""One visit to a chunk gives exactly the partial sums the equations define, in any layout."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 from dlr import kernel, oracle
 from dlr.errors import DataError
-from dlr.kernel import PARTS, ChunkContext, chunk_logits, chunk_partials, single_threaded_blas
+from dlr.kernel import (
+    ChunkContext,
+    chunk_logits,
+    chunk_partials,
+    chunk_summary,
+    merge_summaries,
+)
 from tests.conftest import assert_matches
 
-
-def oracle_sums(X, y, w, b):
-    """The oracle's unnormalized sums for a chunk X (n, m_c): (X·dZᵀ, ΣdZ, Σloss, Σy)."""
-    m = X.shape[1]
-    J, dw, db = oracle.gradients(X, y[None, :], w[:, None], b)
-    return dw[:, 0] * m, db * m, J * m, y.sum()
+N, M = 6, 500
 
 
 @pytest.fixture
-def chunk():
+def data():
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((6, 500))
-    y = (rng.random(500) < 0.5).astype(np.float64)
-    return X, y, rng.standard_normal(6), 0.3
+    X = rng.standard_normal((M, N))  # samples × features
+    y = (rng.random(M) < 0.5).astype(np.float64)
+    classes = rng.integers(0, 4, M)
+    s = rng.random(M) * 2
+    return X, y, classes, s, rng.standard_normal((1, N + 1)), rng.standard_normal((4, N + 1))
 
 
 @pytest.fixture(params=[True, False], ids=["samples-first", "features-first"])
@@ -38,114 +43,205 @@ def block(request, monkeypatch):
     return request.param
 
 
-def as_stored(X, samples_first):
-    return np.ascontiguousarray(X.T if samples_first else X)
+def stored(X, samples_first):
+    return np.ascontiguousarray(X if samples_first else X.T)
 
 
-def test_partials_equal_the_oracle_sums(chunk, samples_first, block):
-    X, y, w, b = chunk
-    out = chunk_partials(as_stored(X, samples_first), y, w, b, samples_first=samples_first)
-    g, sdz, sloss, sy = oracle_sums(X, y, w, b)
-    n = len(w)
-    assert_matches(out[:n], g)
-    assert out[n + PARTS["sum_dz"]] == pytest.approx(sdz, rel=1e-12)
-    assert out[n + PARTS["sum_loss"]] == pytest.approx(sloss, rel=1e-12)
-    assert out[n + PARTS["sum_y"]] == sy
+def augmented(X):
+    return np.column_stack([X, np.ones(len(X))])
 
 
-def test_float32_chunks_are_computed_exactly_in_float64(chunk, samples_first):
-    X, y, w, b = chunk
+def binary_reference(X, y, s, theta):
+    """Σ s·loss, Σ s·(a − y)·[x, 1] and Σ s·a(1 − a)·[x, 1][x, 1]ᵀ, straight from the equations."""
+    A = augmented(X)
+    z = A @ theta[0]
+    a = 1 / (1 + np.exp(-z))
+    loss = np.logaddexp(0, z) - y * z
+    return s @ loss, ((s * (a - y)) @ A)[None, :], A.T @ (A * (s * a * (1 - a))[:, None])
+
+
+def softmax_reference(X, t, s, theta):
+    A = augmented(X)
+    Z = A @ theta.T
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    onehot = np.eye(theta.shape[0])[t]
+    loss = -np.log(P[np.arange(len(t)), t])
+    k, n1 = theta.shape
+    H = np.zeros((k * n1, k * n1))
+    for c in range(k):
+        for d in range(k):
+            h = s * P[:, c] * ((c == d) - P[:, d])
+            H[c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1] = A.T @ (A * h[:, None])
+    return s @ loss, (s[:, None] * (P - onehot)).T @ A, H
+
+
+def test_binary_partials_equal_the_oracle_sums(data, samples_first, block):
+    X, y, _, _, theta, _ = data
+    out = chunk_partials(stored(X, samples_first), y, None, theta, samples_first=samples_first)
+    J, dw, db = oracle.gradients(X.T, y[None, :], theta[0, :N, None], theta[0, N])
+    assert out["loss"] == pytest.approx(J * M, rel=1e-13)
+    assert_matches(out["grad"], np.append(dw[:, 0], db) * M)
+    assert "hess" not in out
+
+
+def test_weighted_binary_partials_and_hessian_follow_the_equations(data, samples_first, block):
+    X, y, _, s, theta, _ = data
+    out = chunk_partials(
+        stored(X, samples_first), y, s, theta, samples_first=samples_first, hessian=True
+    )
+    loss, grad, hess = binary_reference(X, y, s, theta)
+    assert out["loss"] == pytest.approx(loss, rel=1e-13)
+    assert_matches(out["grad"], grad)
+    assert_matches(out["hess"], hess)
+
+
+def test_multinomial_partials_and_hessian_follow_the_equations(data, samples_first, block):
+    X, _, t, s, _, theta = data
+    for weights in (None, s):
+        out = chunk_partials(
+            stored(X, samples_first), t, weights, theta, samples_first=samples_first, hessian=True
+        )
+        loss, grad, hess = softmax_reference(X, t, np.ones(M) if weights is None else s, theta)
+        assert out["loss"] == pytest.approx(loss, rel=1e-13)
+        assert_matches(out["grad"], grad)
+        assert_matches(out["hess"], hess)
+        assert_matches(out["hess"], out["hess"].T, 1e-14)
+
+
+def test_float32_chunks_are_computed_exactly_in_float64(data, samples_first):
+    X, y, _, _, theta, _ = data
     X32 = X.astype(np.float32)
     out = chunk_partials(
-        as_stored(X32, samples_first), y.astype(np.uint8), w, b, samples_first=samples_first
+        stored(X32, samples_first), y.astype(np.uint8), None, theta, samples_first=samples_first
     )
-    g = oracle_sums(X32.astype(np.float64), y, w, b)[0]
-    assert out.dtype == np.float64
-    assert_matches(out[: len(w)], g)
+    ref = binary_reference(X32.astype(np.float64), y, np.ones(M), theta)
+    assert out["grad"].dtype == np.float64
+    assert_matches(out["grad"], ref[1])
 
 
-def test_integer_features_and_boolean_labels_are_accepted(chunk):
-    X, y, w, b = chunk
+def test_integer_features_and_boolean_labels_are_accepted(data):
+    X, y, _, _, theta, _ = data
     Xi = np.round(X * 10).astype(np.int16)
-    out = chunk_partials(as_stored(Xi, True), y.astype(bool), w, b, samples_first=True)
-    assert_matches(out[: len(w)], oracle_sums(Xi.astype(np.float64), y, w, b)[0])
+    out = chunk_partials(Xi, y.astype(bool), None, theta, samples_first=True)
+    assert_matches(out["grad"], binary_reference(Xi.astype(np.float64), y, np.ones(M), theta)[1])
 
 
-def test_logits_equal_the_oracle_forward_pass(chunk, samples_first, block):
-    X, _, w, b = chunk
-    z = chunk_logits(as_stored(X, samples_first), w, b, samples_first=samples_first)
-    assert_matches(z, oracle.forward(X, w[:, None], b)[0][0])
+def test_logits_equal_the_oracle_forward_pass(data, samples_first, block):
+    X, _, _, _, theta, theta_k = data
+    z = chunk_logits(stored(X, samples_first), theta, samples_first=samples_first)
+    assert z.shape == (M,)
+    assert_matches(z, oracle.forward(X.T, theta[0, :N, None], theta[0, N])[0][0])
+    zk = chunk_logits(stored(X, samples_first), theta_k, samples_first=samples_first)
+    assert zk.shape == (M, 4)
+    assert_matches(zk, augmented(X) @ theta_k.T)
 
 
 @pytest.mark.parametrize("scale", [1e4, 1e6, 1e9])
-def test_extreme_logits_give_finite_loss_and_gradient(scale):
-    X = np.array([[1.0, -1.0, 2.0, -3.0]])
+def test_extreme_logits_give_finite_loss_gradient_and_hessian(scale):
+    X = np.array([[1.0], [-1.0], [2.0], [-3.0]])
     y = np.array([0.0, 1.0, 1.0, 0.0])
-    out = chunk_partials(X.T.copy(), y, np.array([scale]), 0.0, samples_first=True)
-    assert np.all(np.isfinite(out))
+    out = chunk_partials(X, y, None, np.array([[scale, 0.0]]), samples_first=True, hessian=True)
+    assert all(np.all(np.isfinite(v)) for v in out.values())
     # logits ±scale: samples 0 and 1 are confidently wrong and cost |logit| each, 2 and 3 are right.
-    assert out[1 + PARTS["sum_loss"]] == pytest.approx(2 * scale, rel=1e-12)
+    assert out["loss"] == pytest.approx(2 * scale, rel=1e-12)
+    theta = np.array([[scale, 0.0], [-scale, 0.0], [0.0, 0.0]])
+    out = chunk_partials(X, np.array([0, 1, 2, 0]), None, theta, samples_first=True, hessian=True)
+    assert all(np.all(np.isfinite(v)) for v in out.values())
 
 
 def test_confidently_wrong_samples_cost_their_logit():
     x = np.array([[1.0], [-1.0]])  # logits 1e4 and -1e4
-    y = np.array([0.0, 1.0])  # both wrong
-    out = chunk_partials(x, y, np.array([1e4]), 0.0, samples_first=True)
-    assert out[1 + PARTS["sum_loss"]] == 2e4
-    assert out[1 + PARTS["sum_dz"]] == 0.0  # dz = +1 and -1
-    assert out[0] == 2.0  # 1·(+1) + (−1)·(−1)
+    out = chunk_partials(x, np.array([0.0, 1.0]), None, np.array([[1e4, 0.0]]), samples_first=True)
+    assert out["loss"] == 2e4
+    np.testing.assert_array_equal(out["grad"], [[2.0, 0.0]])  # dz = +1 and -1
 
 
 def context():
     return ChunkContext("'data.zarr'", 3, 300, 400)
 
 
+def summarize(X, y=None, s=None, samples_first=True):
+    return chunk_summary(
+        stored(X, samples_first), y, s, samples_first=samples_first, check=context()
+    )
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_validation_names_the_chunk_and_first_sample_with_non_finite_features(bad, samples_first):
-    X = np.ones((3, 100))
-    X[1, 42] = bad
+def test_summary_names_the_chunk_and_first_sample_with_non_finite_features(bad, samples_first):
+    X = np.ones((100, 3))
+    X[42, 1] = bad
     with pytest.raises(
         DataError,
         match=r"X holds NaN or inf in 'data.zarr', chunk 3 "
         r"\(samples 300–399\): first at sample 342",
     ):
-        chunk_partials(
-            as_stored(X, samples_first),
-            np.zeros(100),
-            np.zeros(3),
-            0.0,
-            samples_first=samples_first,
-            check=context(),
-        )
+        summarize(X, np.zeros(100), samples_first=samples_first)
 
 
-@pytest.mark.parametrize(("label", "shown"), [(2.0, "2"), (-1.0, "-1"), (0.5, "0.5")])
-def test_validation_names_the_first_label_outside_0_1(label, shown):
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (np.nan, r"y holds NaN or inf in .*chunk 3 .*first at sample 317"),
+        (np.inf, r"y holds NaN or inf in .*first at sample 317"),
+        (
+            0.5,
+            r"y must hold integer class labels \(not a continuous target\), but .*chunk 3 "
+            r"\(samples 300–399\) has 0.5 at sample 317",
+        ),
+    ],
+)
+def test_summary_rejects_labels_that_are_not_integers(label, message):
     y = np.zeros(100)
     y[[17, 60]] = label
-    with pytest.raises(
-        DataError,
-        match=rf"labels 0 and 1.*chunk 3 \(samples 300–399\) has {shown} "
-        r"at sample 317",
-    ):
-        chunk_partials(np.ones((100, 2)), y, np.zeros(2), 0.0, samples_first=True, check=context())
+    with pytest.raises(DataError, match=message):
+        summarize(np.ones((100, 2)), y)
 
 
-def test_validation_reports_nan_labels_as_nan():
-    y = np.zeros(100)
-    y[5] = np.nan
-    with pytest.raises(DataError, match=r"y holds NaN or inf in .*first at sample 305"):
-        chunk_partials(np.ones((100, 2)), y, np.zeros(2), 0.0, samples_first=True, check=context())
+@pytest.mark.parametrize("weight", [-1.0, np.nan, np.inf])
+def test_summary_rejects_negative_or_non_finite_sample_weights(weight):
+    s = np.ones(100)
+    s[9] = weight
+    with pytest.raises(DataError, match=r"sample weights must be finite and ≥ 0, .* at sample 309"):
+        summarize(np.ones((100, 2)), np.zeros(100), s)
+
+
+def test_summary_refuses_a_continuous_target():
+    with pytest.raises(DataError, match=r"1001 distinct labels in 'data.zarr', chunk 3"):
+        summarize(np.ones((1001, 1)), np.arange(1001))
+
+
+def test_summary_counts_classes_and_moments_and_merges_in_order(data, block):
+    X, _, t, s, _, _ = data
+    whole = summarize(X, t + 5, s)
+    parts = [summarize(X[a:b], t[a:b] + 5, s[a:b]) for a, b in ((0, 123), (123, 124), (124, 500))]
+    merged = merge_summaries(parts)
+    for summary in (whole, merged):
+        assert summary["count"] == M
+        assert_matches(summary["mean"], X.mean(axis=0), 1e-13)
+        assert_matches(summary["m2"], X.var(axis=0) * M, 1e-13)
+        np.testing.assert_array_equal(summary["labels"], [5, 6, 7, 8])
+        np.testing.assert_array_equal(summary["counts"], np.bincount(t))
+        assert_matches(summary["weights"], np.bincount(t, weights=s), 1e-14)
+
+
+BLAS_CHECK = """
+from threadpoolctl import threadpool_info
+from dlr.kernel import single_threaded_blas
+
+def blas_threads():
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+before = blas_threads()
+with single_threaded_blas():
+    assert blas_threads() == {1}
+    with single_threaded_blas():
+        assert blas_threads() == {1}
+    assert blas_threads() == {1}
+assert blas_threads() == before, (blas_threads(), before)
+"""
 
 
 def test_blas_runs_single_threaded_inside_kernels_and_is_restored_after():
-    def blas_threads():
-        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-
-    before = blas_threads()
-    with single_threaded_blas():
-        assert blas_threads() == {1}
-        with single_threaded_blas():
-            assert blas_threads() == {1}
-        assert blas_threads() == {1}
-    assert blas_threads() == before
+    # In a fresh process: kernels of other tests may still hold the limit in this one.
+    subprocess.run([sys.executable, "-c", BLAS_CHECK], check=True)

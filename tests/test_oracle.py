@@ -57,10 +57,10 @@ def test_gradient_is_the_derivative_of_the_cost(problem):
     assert db == pytest.approx(numeric_b, rel=1e-6)
 
 
-def test_gradient_descent_starts_at_zero_records_the_loss_before_each_update_and_descends(problem):
+def test_gradient_descent_starts_at_zero_records_the_loss_at_every_iterate_and_descends(problem):
     X, Y = problem
     fit = oracle.gradient_descent(X, Y, learning_rate=0.5, max_iter=30)
-    assert len(fit.losses) == 30
+    assert len(fit.losses) == 31
     assert fit.losses[0] == pytest.approx(np.log(2))
     assert all(b <= a for a, b in zip(fit.losses, fit.losses[1:], strict=False))
 

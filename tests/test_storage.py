@@ -31,7 +31,7 @@ def test_a_dataset_on_an_fsspec_filesystem_trains_like_the_local_copy(tmp_path, 
     c = dlr.LogisticRegression(**params).fit(f"file://{local}")
     np.testing.assert_array_equal(a.coef_, b.coef_)
     np.testing.assert_array_equal(a.coef_, c.coef_)
-    metrics = scoring.evaluate(from_dataset(open_dataset(memory_url)), b.coef_[0], b.intercept_[0])
+    metrics = scoring.evaluate(from_dataset(open_dataset(memory_url)), b.theta_, b.classes_)
     assert metrics["n_samples"] == 300
 
 

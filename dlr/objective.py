@@ -1,0 +1,159 @@
+"""The objective a solver minimizes, in the solver's coordinates, over the whole dataset.
+
+With weights s_i (sample weight × class weight), S = Σ s_i, penalty strength C and mixing r
+(``l1_ratio``), scikit-learn's objective ``C·Σ s_i ℓ_i + (1 − r)/2·‖W‖² + r·‖W‖₁`` divided by
+C·S (same minimizer, step sizes independent of m):
+
+    F(θ) = (1/S)·Σ s_i ℓ_i  +  λ₂/2·‖W‖²  +  λ₁·‖W‖₁,     λ₂ = (1 − r)/(C·S),  λ₁ = r/(C·S)
+
+The smooth part f (everything but the L1 term) is what :meth:`Objective.__call__` returns; the L1
+weights per coordinate are :attr:`Objective.l1`. Intercepts are never penalized.
+
+Coordinates: θ is the row-major flattening of Θ (k, n + 1) = [W | b], without the intercept
+column when ``fit_intercept`` is False. With ``standardize``, Θ applies to standardized features
+x' = (x − μ)/σ; the kernel only ever sees the equivalent parameters on the original scale,
+Θ_eff = Θ·Mᵀ, so the data are never rewritten: M = [[diag(1/σ), 0], [−(μ/σ)ᵀ, 1]].
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from dlr.engine import Engine, Labels, labels_from
+from dlr.errors import DataError, DlrError
+
+
+class Evaluation(NamedTuple):
+    """The smooth objective f at one point: value, gradient (p,), Hessian (p, p) if asked, and
+    the validation loss when validation data is attached."""
+
+    loss: float
+    grad: np.ndarray
+    hess: np.ndarray | None = None
+    validation_loss: float | None = None
+
+
+def class_weights(class_weight, classes: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """(K,) weight per class: None, a {label: weight} dict, or ``"balanced"``: S / (K·S_c) with
+    S_c the summed sample weights of class c (sample counts without weights), as in
+    scikit-learn."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        return weights.sum() / (len(classes) * weights)
+    if isinstance(class_weight, dict):
+        unknown = set(class_weight) - set(classes.tolist())
+        if unknown:
+            raise DlrError(
+                f"class_weight names labels {sorted(unknown)} absent from y "
+                f"(classes {classes.tolist()})"
+            )
+        return np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+    raise DlrError(f"class_weight must be None, 'balanced' or a dict, got {class_weight!r}")
+
+
+class Objective:
+    """Loss, gradient and Hessian of the training data in solver coordinates (see module)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        summary: dict,
+        *,
+        C: float = 1.0,
+        l1_ratio: float = 0.0,
+        fit_intercept: bool = True,
+        standardize: bool = False,
+        class_weight=None,
+        validation: Engine | None = None,
+        validation_summary: dict | None = None,
+    ):
+        self.engine = engine
+        classes = labels_from(summary, engine.source.origin)
+        self.labels = Labels(classes, class_weights(class_weight, classes, summary["weights"]))
+        weights = summary["weights"]
+        if self.labels.class_weight is not None:
+            weights = weights * self.labels.class_weight
+        self.total_weight = float(weights.sum())
+        if not self.total_weight > 0:
+            raise DataError(f"the sample weights of {engine.source.origin} sum to zero")
+        n = engine.source.n_features
+        self.k = 1 if len(classes) == 2 else len(classes)
+        self.n_features = n
+        self.mean = summary["mean"] if standardize else np.zeros(n)
+        scale = np.sqrt(summary["m2"] / summary["count"])
+        self.scale = np.where(scale > 0, scale, 1.0) if standardize else np.ones(n)
+        self.M = np.eye(n + 1)
+        self.M[:n, :n] = np.diag(1.0 / self.scale)
+        self.M[n, :n] = -self.mean / self.scale
+        free = np.ones((self.k, n + 1), dtype=bool)
+        free[:, n] = fit_intercept
+        self.free = free.ravel()
+        coef = np.zeros((self.k, n + 1), dtype=bool)
+        coef[:, :n] = True
+        self.is_coef = coef.ravel()[self.free]
+        strength = 0.0 if np.isinf(C) else 1.0 / (C * self.total_weight)
+        self.l2 = strength * (1.0 - l1_ratio)
+        l1 = strength * l1_ratio
+        self.l1 = np.where(self.is_coef, l1, 0.0) if l1 > 0 else None
+        self.validation = validation
+        if validation is not None:
+            _check_validation_labels(validation_summary, classes, validation.source.origin)
+            self.validation_count = float(validation_summary["weights"].sum())
+
+    @property
+    def n_params(self) -> int:
+        return int(self.free.sum())
+
+    def full(self, theta: np.ndarray) -> np.ndarray:
+        """Θ (k, n + 1) in standardized coordinates from solver coordinates θ (p,)."""
+        out = np.zeros(self.free.size)
+        out[self.free] = theta
+        return out.reshape(self.k, self.n_features + 1)
+
+    def effective(self, theta: np.ndarray) -> np.ndarray:
+        """Θ_eff (k, n + 1) = [W | b] on the original feature scale, as the kernel uses it."""
+        return self.full(theta) @ self.M.T
+
+    def from_effective(self, theta_eff: np.ndarray) -> np.ndarray:
+        """Solver coordinates θ of original-scale parameters Θ_eff (k, n + 1)."""
+        return (theta_eff @ np.linalg.inv(self.M).T).ravel()[self.free]
+
+    def __call__(self, theta: np.ndarray, hessian: bool = False) -> Evaluation:
+        """f, ∇f (and ∇²f) at θ: one pass over the training data (and the validation data)."""
+        theta_eff = self.effective(theta)
+        dsk, key = self.engine.partials_graph(theta_eff, self.labels, hessian)
+        keys = [key]
+        if self.validation is not None:
+            vdsk, vkey = self.validation.partials_graph(
+                theta_eff, Labels(self.labels.classes), False
+            )
+            dsk = {**dsk, **vdsk}
+            keys.append(vkey)
+        results = self.engine.get(dsk, keys)
+        total, S = results[0], self.total_weight
+        grad = (total["grad"] @ self.M).ravel()[self.free] / S
+        w = theta[self.is_coef]
+        loss = float(total["loss"]) / S + 0.5 * self.l2 * float(w @ w)
+        grad[self.is_coef] += self.l2 * w
+        hess = None
+        if hessian:
+            B = np.kron(np.eye(self.k), self.M)
+            hess = (B.T @ total["hess"] @ B)[np.ix_(self.free, self.free)] / S
+            hess[np.diag_indices_from(hess)] += self.l2 * self.is_coef
+        validation_loss = None
+        if self.validation is not None:
+            validation_loss = float(results[1]["loss"]) / self.validation_count
+        return Evaluation(loss, grad, hess, validation_loss)
+
+    def l1_term(self, theta: np.ndarray) -> float:
+        return 0.0 if self.l1 is None else float(self.l1 @ np.abs(theta))
+
+
+def _check_validation_labels(summary: dict, classes: np.ndarray, origin: str) -> None:
+    unknown = np.setdiff1d(summary["labels"], classes)
+    if unknown.size:
+        raise DataError(
+            f"validation labels in {origin} include {unknown.tolist()}, which the training data "
+            f"does not have (classes {classes.tolist()})"
+        )
