@@ -33,6 +33,11 @@ def fsync_tree(path: str) -> None:
         _fsync(path, os.O_RDONLY)
 
 
+def fsync_dir(path: str) -> None:
+    """fsync a directory, making the renames inside it durable."""
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
 def _fsync(path: str, flags: int) -> None:
     fd = os.open(path, flags)
     try:

@@ -289,6 +289,29 @@ def _class_weight(value: str | None):
 )
 @click.option("--plot", metavar="PNG", help="write the loss curve to this image.")
 @click.option(
+    "--checkpoint",
+    metavar="DIR",
+    help="save the complete solver state here (a directory or object-store URL).",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="checkpoint every N iterations (default: every iteration).",
+)
+@click.option(
+    "--checkpoint-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="T",
+    help="checkpoint at most T seconds apart.",
+)
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="continue from the newest intact checkpoint in --checkpoint (bit-identical).",
+)
+@click.option(
     "--cache-size",
     default="auto",
     show_default=True,
@@ -308,6 +331,11 @@ def train(
     init_model,
     validation,
     plot,
+    checkpoint,
+    checkpoint_every,
+    checkpoint_seconds,
+    keep_checkpoints,
+    resume,
     x_name,
     y_name,
     overwrite,
@@ -335,6 +363,11 @@ def train(
             sample_weight=sample_weight,
             validation_data=validation,
             init=init_model,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+            keep_checkpoints=keep_checkpoints,
+            resume=resume,
             x_name=x_name,
             y_name=y_name,
             storage_options=options,

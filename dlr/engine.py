@@ -16,7 +16,14 @@ import numpy as np
 from dask.optimization import cull
 
 from dlr.errors import DataError
-from dlr.kernel import ChunkContext, chunk_partials, chunk_summary, merge_summaries
+from dlr.kernel import (
+    ChunkContext,
+    chunk_partials,
+    chunk_summary,
+    merge_summaries,
+    pin_blas_for_process,
+    single_threaded_blas,
+)
 from dlr.memory import cluster_budget, local_budget, parse_size
 from dlr.sources import Source
 
@@ -60,6 +67,18 @@ class Labels(NamedTuple):
         return w if s is None else w * s
 
 
+def run_graph(dsk: dict, keys, get=None):
+    """Compute ``keys`` of ``dsk`` on the active scheduler with BLAS pinned to one thread
+    (see :func:`dlr.kernel.single_threaded_blas`)."""
+    get = get or current_get()
+    client = client_of(get)
+    if client is not None:
+        client.run(pin_blas_for_process)
+        return get(dsk, keys)
+    with single_threaded_blas():
+        return get(dsk, keys)
+
+
 def _partials_task(x, y, s, theta, labels, samples_first, hessian):
     targets = labels.encode(y)
     return chunk_partials(
@@ -97,6 +116,8 @@ class Engine:
         self.source = source
         self.get = get or current_get()
         self.client = client_of(self.get)
+        if self.client is not None:
+            self.client.run(pin_blas_for_process)
         self.token = uuid.uuid4().hex[:10]
         self.n_passes = 0
         self.cached_bytes = 0
@@ -131,17 +152,17 @@ class Engine:
                 **self._graph,
                 **{k: (tuple, list(self._exprs[i])) for k, i in zip(keys, chunks, strict=True)},
             }
-            for i, loaded in zip(chunks, self.get(dsk, keys), strict=True):
+            for i, loaded in zip(chunks, self.compute(dsk, keys), strict=True):
                 self._exprs[i] = loaded
             return
         dsk, keys = dict(self._graph), []
         for i in chunks:
             for j, e in enumerate(self._exprs[i]):
                 if e is not None:
+                    # In-memory arrays travel inside a task, not scattered: a worker that dies
+                    # loses nothing the scheduler cannot recompute.
                     key = (f"dlr-cache-{self.token}-{j}", i)
-                    dsk[key] = (
-                        self.client.scatter(e, hash=False) if isinstance(e, np.ndarray) else e
-                    )
+                    dsk[key] = (np.asarray, e) if isinstance(e, np.ndarray) else e
                     keys.append(key)
         futures = dict(zip(keys, self.client.get(dsk, keys, sync=False), strict=True))
         for i in chunks:
@@ -172,7 +193,7 @@ class Engine:
             _summary_task,
             lambda i: (src.samples_first, ChunkContext(src.origin, i, *src.bounds[i])),
         )
-        return merge_summaries(self.get(dsk, keys))
+        return merge_summaries(self.compute(dsk, keys))
 
     def partials_graph(self, theta: np.ndarray, labels: Labels, hessian: bool):
         """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1)."""
@@ -187,7 +208,32 @@ class Engine:
     def partials(self, theta: np.ndarray, labels: Labels, hessian: bool = False) -> dict:
         """Summed kernel results over all chunks at ``theta``: one pass over the data."""
         dsk, key = self.partials_graph(theta, labels, hessian)
-        return self.get(dsk, key)
+        return self.compute(dsk, key)
+
+    def compute(self, dsk: dict, keys):
+        """Run a graph on the scheduler; a chunk that keeps killing workers is named."""
+        if self.client is None:
+            return run_graph(dsk, keys, self.get)
+        from distributed.scheduler import KilledWorker
+
+        try:
+            return self.get(dsk, keys)
+        except KilledWorker as e:
+            raise self._killed_worker_error(e) from None
+
+    def _killed_worker_error(self, error) -> DataError:
+        key = error.task
+        chunk = key[1] if isinstance(key, tuple) and len(key) == 2 else None
+        if not isinstance(chunk, int) or not 0 <= chunk < self.source.n_chunks:
+            return DataError(f"a dlr task killed the dask workers it ran on: {error}")
+        start, stop = self.source.bounds[chunk]
+        return DataError(
+            f"chunk {chunk} of {self.source.origin} (samples {start}–{stop - 1}) killed every "
+            f"worker that ran it ({error.allowed_failures + 1} times, last on "
+            f"{getattr(error.last_worker, 'address', error.last_worker)}); "
+            "it probably needs more memory than a worker has: store the data in smaller chunks "
+            "(dlr make-data --chunk-samples, or rechunk) or give the workers more memory"
+        )
 
 
 def labels_from(summary: dict, origin: str) -> np.ndarray:

@@ -4,8 +4,11 @@ It validates parameters, turns its input into a :class:`dlr.sources.Source`, run
 function on an :class:`dlr.objective.Objective`, and unpacks the result into fitted attributes.
 """
 
+import json
+import logging
 import time
 import warnings
+from asyncio import CancelledError
 from numbers import Integral, Real
 
 import dask.array as da
@@ -15,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from dlr import model_io, scoring
+from dlr.checkpoint import CheckpointStore, check_compatible
 from dlr.dataset import open_dataset
 from dlr.engine import Engine
 from dlr.errors import DataError, DlrError, NotFittedError
@@ -24,6 +28,23 @@ from dlr.objective import Objective
 from dlr.progress import ProgressReporter
 from dlr.solvers import SOLVERS, choose, minimize
 from dlr.sources import Source, from_arrays, from_dataset
+
+log = logging.getLogger("dlr")
+
+#: Parameters that shape the sequence of iterates: a checkpoint resumes only if they are equal.
+TRAJECTORY = (
+    "C",
+    "l1_ratio",
+    "fit_intercept",
+    "standardize",
+    "class_weight",
+    "learning_rate",
+    "line_search",
+    "nesterov",
+    "memory",
+    "early_stopping",
+    "n_iter_no_change",
+)
 
 
 class LogisticRegression(ClassifierMixin, BaseEstimator):
@@ -141,6 +162,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         *,
         validation_data=None,
         init=None,
+        checkpoint=None,
+        checkpoint_every=None,
+        checkpoint_seconds=None,
+        keep_checkpoints=3,
+        resume=False,
         x_name="X",
         y_name="y",
         storage_options=None,
@@ -152,6 +178,13 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         ``x_name``/``y_name`` of the group are used, and ``sample_weight`` may name an array of
         the group. ``validation_data`` is a dataset path or an (X, y) pair; ``init`` a fitted
         model (or a model path) whose coefficients start the fit.
+
+        ``checkpoint`` (a directory or object-store URL, opened with ``storage_options``) saves
+        the complete solver state every ``checkpoint_every`` iterations and/or every
+        ``checkpoint_seconds`` (every iteration if neither is given), keeping the last
+        ``keep_checkpoints``. With ``resume``, the fit continues from the newest intact
+        checkpoint there — bit-identical to a run that was never interrupted — or starts afresh
+        if there is none.
         """
         self._validate_params()
         if y is None and not _is_path(X):
@@ -190,22 +223,45 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         labels = decoded[classes] if decoded is not None else classes
         start = self._starting_point(objective, labels, init)
         solver = choose(self.solver, objective.n_params)
-        watcher = _Watcher(self, objective)
-        with single_threaded_blas():
-            state = minimize(
-                solver,
-                objective,
-                start,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                l1=objective.l1,
-                on_iteration=watcher,
-                learning_rate=self.learning_rate,
-                line_search=self.line_search,
-                nesterov=self.nesterov,
-                memory=self.memory,
+        run = {
+            "params": {"solver": solver, **{k: _jsonable(getattr(self, k)) for k in TRAJECTORY}},
+            "data": _jsonable(source.fingerprint),
+            "validation": _jsonable(validation.source.fingerprint) if validation else None,
+        }
+        store = None
+        if checkpoint is not None:
+            store = CheckpointStore(
+                checkpoint, keep=keep_checkpoints, storage_options=storage_options
             )
-        watcher.close()
+        elif resume:
+            raise DlrError("resume needs the checkpoint directory to resume from")
+        watcher = _Watcher(
+            self, objective, engine, store, run, checkpoint_every, checkpoint_seconds
+        )
+        if resume:
+            start = watcher.resume(start)
+        try:
+            with single_threaded_blas():
+                state = minimize(
+                    solver,
+                    objective,
+                    start,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    l1=objective.l1,
+                    on_iteration=watcher,
+                    learning_rate=self.learning_rate,
+                    line_search=self.line_search,
+                    nesterov=self.nesterov,
+                    memory=self.memory,
+                )
+        except (OSError, TimeoutError, CancelledError) as e:
+            if engine.client is None:
+                raise
+            raise DlrError(watcher.lost_scheduler_message(e)) from None
+        finally:
+            watcher.close()
+        watcher.finish(state)
         theta = watcher.best_theta if watcher.best_theta is not None else state.theta
         self._set_coefficients(objective.effective(theta))
         self.classes_ = labels
@@ -213,7 +269,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.solver_ = solver
         self.state_ = state
         self.n_iter_ = state.iteration
-        self.n_passes_ = engine.n_passes
+        self.n_passes_ = watcher.passes_before + engine.n_passes
         self.loss_history_ = np.array(state.loss_history)
         if validation is not None:
             self.validation_loss_history_ = np.array(watcher.validation_history)
@@ -351,10 +407,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
 
 class _Watcher:
-    """The per-iteration callback: progress reports, validation history, early stopping."""
+    """The per-iteration callback: progress reports, validation history, early stopping,
+    checkpoints — and, on resume, the restoring of all of these."""
 
-    def __init__(self, model: LogisticRegression, objective: Objective):
-        self.model = model
+    def __init__(self, model, objective, engine, store, run, every, seconds):
+        self.model, self.engine, self.store, self.run = model, engine, store, run
         self.reporter = ProgressReporter(model.max_iter) if model.verbose else None
         self.validation = objective.validation is not None
         self.validation_history: list[float] = []
@@ -362,10 +419,21 @@ class _Watcher:
         self.best = np.inf
         self.since_best = 0
         self.stopped_early = False
+        self.passes_before = 0
+        self.every = every if every or seconds else 1
+        self.seconds = seconds
+        self.last_saved = time.monotonic()
+        self.last_checkpoint = None
 
     def __call__(self, state, progress) -> bool:
         if self.reporter is not None:
             self.reporter(progress)
+        stop = self._track_validation(state, progress)
+        if self.store is not None and (stop or self._checkpoint_due(state)):
+            self._save(state)
+        return stop
+
+    def _track_validation(self, state, progress) -> bool:
         if not self.validation:
             return False
         if not self.validation_history:
@@ -380,6 +448,66 @@ class _Watcher:
         self.since_best += 1
         self.stopped_early = self.since_best >= self.model.n_iter_no_change
         return self.stopped_early
+
+    def _checkpoint_due(self, state) -> bool:
+        if self.every and state.iteration % self.every == 0:
+            return True
+        return bool(self.seconds) and time.monotonic() - self.last_saved >= self.seconds
+
+    def finish(self, state) -> None:
+        """Checkpoint the final state too, unless it was just saved."""
+        if self.store is not None and (
+            self.last_checkpoint is None or self.last_checkpoint[1] != state.iteration
+        ):
+            self._save(state)
+
+    def _save(self, state) -> None:
+        payload = {
+            "state": state,
+            "run": json.dumps(self.run, sort_keys=True),
+            "passes": self.passes_before + self.engine.n_passes,
+            "validation_history": tuple(self.validation_history),
+            "best": self.best,
+            "best_theta": self.best_theta,
+            "since_best": self.since_best,
+        }
+        self.last_checkpoint = (self.store.save(state.iteration, payload), state.iteration)
+        self.last_saved = time.monotonic()
+
+    def resume(self, start):
+        """The newest checkpoint's state (after checking it belongs to this run), or ``start``."""
+        found = self.store.load_latest()
+        if found is None:
+            log.info("no checkpoint in %s yet: starting from the beginning", self.store.url)
+            return start
+        name, iteration, payload = found
+        check_compatible(
+            json.loads(payload["run"]),
+            json.loads(json.dumps(self.run)),
+            f"checkpoint '{self.store.url}/{name}'",
+        )
+        self.passes_before = payload["passes"]
+        self.validation_history = list(payload["validation_history"])
+        self.best, self.best_theta = payload["best"], payload["best_theta"]
+        self.since_best = payload["since_best"]
+        self.last_checkpoint = (name, iteration)
+        log.info("resuming from checkpoint %s/%s (iteration %d)", self.store.url, name, iteration)
+        return payload["state"]
+
+    def lost_scheduler_message(self, error) -> str:
+        address = getattr(self.engine.client.scheduler, "address", "?")
+        reason = str(error) or type(error).__name__
+        text = f"lost the connection to the dask scheduler at {address} ({reason})"
+        if self.last_checkpoint is not None:
+            name, iteration = self.last_checkpoint
+            return (
+                f"{text}; the last checkpoint is iteration {iteration} "
+                f"('{self.store.url}/{name}'): run the same command again with --resume "
+                "(resume=True) to continue from it"
+            )
+        if self.store is not None:
+            return f"{text}; no checkpoint was written yet: run the same command again"
+        return f"{text}; train with --checkpoint DIR (checkpoint=...) to be able to resume"
 
     def close(self) -> None:
         if self.reporter is not None:

@@ -26,6 +26,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from dlr.errors import DataError
+from dlr.linalg import aligned
 from dlr.logistic import softplus_and_sigmoid
 
 BLOCK_BYTES = 4 << 20
@@ -42,11 +43,11 @@ def block_samples(n_features: int) -> int:
 
 def _blocks(x: np.ndarray, n: int, samples_first: bool):
     """Yield (start, stop, xb) over cache-sized sample blocks of a chunk, ``xb`` a float64 copy
-    (k, n) of the block's samples (a transposed view for features-first chunks), in a buffer
-    reused from block to block."""
+    (k, n) of the block's samples (a transposed view for features-first chunks), in an aligned
+    buffer reused from block to block (see :mod:`dlr.linalg` for why aligned)."""
     m_c = x.shape[0] if samples_first else x.shape[1]
     rows = min(block_samples(n), m_c)
-    buf = np.empty((rows, n) if samples_first else (n, rows))
+    buf = aligned((rows, n) if samples_first else (n, rows))
     for s in range(0, m_c, rows):
         e = min(s + rows, m_c)
         if samples_first:
@@ -57,6 +58,25 @@ def _blocks(x: np.ndarray, n: int, samples_first: bool):
             xb = buf[:, : e - s]
             np.copyto(xb, x[:, s:e])
             yield s, e, xb.T
+
+
+class _Workspace:
+    """Aligned scratch buffers for the blocks of one chunk: (rows,) vectors, (rows, k) and
+    (rows, n) matrices, and the parameters copied out of ``theta``."""
+
+    def __init__(self, rows: int, theta: np.ndarray, hessian: bool):
+        k, n1 = theta.shape
+        n = n1 - 1
+        self.wt = aligned((n, k))  # Wᵀ, as BLAS multiplies it
+        self.wt[:] = theta[:, :n].T
+        self.b = theta[:, n].copy()
+        self.z = aligned((rows, k))
+        self.p = aligned((rows, k))
+        self.v1, self.v2, self.v3 = aligned((rows,)), aligned((rows,)), aligned((rows,))
+        self.g = aligned((k, n))
+        self.hx = aligned((rows, n)) if hessian else None
+        self.hxx = aligned((n, n)) if hessian else None
+        self.hxb = aligned((n,)) if hessian else None
 
 
 def chunk_partials(
@@ -87,79 +107,96 @@ def chunk_partials(
     out = {"loss": np.zeros(()), "grad": np.zeros((k, n1))}
     if hessian:
         out["hess"] = np.zeros((k * n1, k * n1))
+    m_c = x.shape[0] if samples_first else x.shape[1]
+    ws = _Workspace(min(block_samples(n), m_c), theta, hessian)
     block = _binary_block if k == 1 else _multinomial_block
     with single_threaded_blas():
         for b0, b1, xb in _blocks(x, n, samples_first):
             sb = None if s is None else s[b0:b1]
-            block(xb, y[b0:b1], sb, theta, out)
+            block(xb, y[b0:b1], sb, ws, out)
     if hessian:
         _symmetrize(out["hess"], k, n1)
     return out
 
 
-def _binary_block(xb, yb, sb, theta, out):
+def _binary_block(xb, yb, sb, ws: _Workspace, out):
     """Accumulate one block of the binary model into ``out`` (see :func:`chunk_partials`)."""
-    n = xb.shape[1]
-    yb = np.asarray(yb, dtype=np.float64)
-    z = xb @ theta[0, :n]
-    z += theta[0, n]
+    rows, n = xb.shape
+    z, y, tmp = ws.z[:rows, 0], ws.v1[:rows], ws.v2[:rows]
+    np.matmul(xb, ws.wt, out=ws.z[:rows])
+    z += ws.b[0]
+    np.copyto(y, yb, casting="unsafe")
     loss, dz = softplus_and_sigmoid(z)
     a = dz.copy() if "hess" in out else None
-    dz -= yb
+    dz -= y
+    np.multiply(y, z, out=tmp)
     if sb is None:
-        out["loss"] += loss.sum() - yb @ z
+        out["loss"] += loss.sum() - tmp.sum()
     else:
-        out["loss"] += sb @ loss - (sb * yb) @ z
+        loss -= tmp
+        loss *= sb
+        out["loss"] += loss.sum()
         dz *= sb
-    out["grad"][0, :n] += dz @ xb
+    np.copyto(ws.v3[:rows], dz)
+    np.matmul(ws.v3[:rows], xb, out=ws.g[0])
+    out["grad"][0, :n] += ws.g[0]
     out["grad"][0, n] += dz.sum()
     if a is not None:
-        h = a * (1.0 - a)
+        h = ws.v3[:rows]
+        np.multiply(a, 1.0 - a, out=h)
         if sb is not None:
             h *= sb
-        _add_hessian_block(out["hess"], 0, 0, xb, h, n + 1)
+        _add_hessian_block(out["hess"], 0, 0, xb, h, ws)
 
 
-def _multinomial_block(xb, yb, sb, theta, out):
+def _multinomial_block(xb, yb, sb, ws: _Workspace, out):
     """Accumulate one block of the K-class softmax model into ``out``."""
-    n = xb.shape[1]
-    k = theta.shape[0]
-    rows = np.arange(xb.shape[0])
+    rows, n = xb.shape
+    k = ws.b.shape[0]
+    index = np.arange(rows)
     yb = np.asarray(yb, dtype=np.intp)
-    z = xb @ theta[:, :n].T
-    z += theta[:, n]
+    z, p = ws.z[:rows], ws.p[:rows]
+    np.matmul(xb, ws.wt, out=z)
+    z += ws.b
     zmax = z.max(axis=1)
-    p = np.exp(z - zmax[:, None])
+    np.subtract(z, zmax[:, None], out=p)
+    np.exp(p, out=p)
     total = p.sum(axis=1)
     p /= total[:, None]
-    loss = zmax + np.log(total) - z[rows, yb]
-    r = p.copy()
-    r[rows, yb] -= 1.0
+    loss = zmax + np.log(total) - z[index, yb]
+    probabilities = p.copy() if "hess" in out else None
+    p[index, yb] -= 1.0  # p is now the residual P − onehot(y)
     if sb is None:
         out["loss"] += loss.sum()
     else:
-        out["loss"] += sb @ loss
-        r *= sb[:, None]
-    out["grad"][:, :n] += r.T @ xb
-    out["grad"][:, n] += r.sum(axis=0)
-    if "hess" in out:
+        loss *= sb
+        out["loss"] += loss.sum()
+        p *= sb[:, None]
+    np.matmul(p.T, xb, out=ws.g)
+    out["grad"][:, :n] += ws.g
+    out["grad"][:, n] += p.sum(axis=0)
+    if probabilities is not None:
+        h = ws.v3[:rows]
         for c in range(k):
             for d in range(c, k):
-                h = p[:, c] * ((c == d) - p[:, d])
+                np.multiply(probabilities[:, c], (c == d) - probabilities[:, d], out=h)
                 if sb is not None:
                     h *= sb
-                _add_hessian_block(out["hess"], c, d, xb, h, n + 1)
+                _add_hessian_block(out["hess"], c, d, xb, h, ws)
 
 
-def _add_hessian_block(hess, c, d, xb, h, n1):
+def _add_hessian_block(hess, c, d, xb, h, ws: _Workspace):
     """hess[c, d] block += [xb, 1]ᵀ·diag(h)·[xb, 1] (upper triangle of blocks only)."""
-    n = n1 - 1
+    rows, n = xb.shape
+    n1 = n + 1
     rc, rd = c * n1, d * n1
-    hx = xb * h[:, None]
-    hess[rc : rc + n, rd : rd + n] += xb.T @ hx
-    col = h @ xb
-    hess[rc : rc + n, rd + n] += col
-    hess[rc + n, rd : rd + n] += col
+    hx = ws.hx[:rows]
+    np.multiply(xb, h[:, None], out=hx)
+    np.matmul(xb.T, hx, out=ws.hxx)
+    hess[rc : rc + n, rd : rd + n] += ws.hxx
+    np.matmul(h, xb, out=ws.hxb)
+    hess[rc : rc + n, rd + n] += ws.hxb
+    hess[rc + n, rd : rd + n] += ws.hxb
     hess[rc + n, rd + n] += h.sum()
 
 
@@ -179,13 +216,15 @@ def chunk_logits(x: np.ndarray, theta: np.ndarray, *, samples_first: bool, check
     """
     k, n1 = theta.shape
     m_c = x.shape[0] if samples_first else x.shape[1]
+    rows = min(block_samples(n1 - 1), m_c)
+    ws = _Workspace(rows, theta, False)
     z = np.empty((m_c, k))
     with single_threaded_blas():
         for b0, b1, xb in _blocks(x, n1 - 1, samples_first):
             if check is not None:
                 check.features(xb, b0)
-            np.matmul(xb, theta[:, :-1].T, out=z[b0:b1])
-            z[b0:b1] += theta[:, -1]
+            np.matmul(xb, ws.wt, out=ws.z[: b1 - b0])
+            np.add(ws.z[: b1 - b0], ws.b, out=z[b0:b1])
     return z[:, 0] if k == 1 else z
 
 
@@ -310,6 +349,17 @@ class ChunkContext:
             )
 
 
+_process_limit = None
+
+
+def pin_blas_for_process() -> None:
+    """Pin BLAS to one thread for the rest of this process (dask workers: run from their main
+    thread through ``Client.run`` before any dlr task)."""
+    global _process_limit
+    if _process_limit is None:
+        _process_limit = ThreadpoolController().limit(limits=1, user_api="blas")
+
+
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limit = None
@@ -323,6 +373,10 @@ def single_threaded_blas():
     A multi-threaded gemv may split and re-associate sums, so results would depend on the BLAS
     thread count. The limit is process-wide in BLAS libraries, hence the reference count: it is set
     when the first user enters and lifted when the last one leaves, never under a running kernel.
+
+    OpenBLAS ignores a limit set from a thread other than the main one once the main thread has
+    changed it, so the engine enters this from the thread that runs the scheduler, around every
+    pass; kernels on the scheduler's worker threads then find it held.
     """
     global _blas_users, _blas_limit, _blas_controller
     with _blas_lock:

@@ -21,6 +21,7 @@ import numpy as np
 
 from dlr.engine import Engine, Labels, labels_from
 from dlr.errors import DataError, DlrError
+from dlr.linalg import dot, matmul
 
 
 class Evaluation(NamedTuple):
@@ -113,11 +114,11 @@ class Objective:
 
     def effective(self, theta: np.ndarray) -> np.ndarray:
         """Θ_eff (k, n + 1) = [W | b] on the original feature scale, as the kernel uses it."""
-        return self.full(theta) @ self.M.T
+        return matmul(self.full(theta), self.M.T)
 
     def from_effective(self, theta_eff: np.ndarray) -> np.ndarray:
         """Solver coordinates θ of original-scale parameters Θ_eff (k, n + 1)."""
-        return (theta_eff @ np.linalg.inv(self.M).T).ravel()[self.free]
+        return matmul(theta_eff, np.linalg.inv(self.M).T).ravel()[self.free]
 
     def __call__(self, theta: np.ndarray, hessian: bool = False) -> Evaluation:
         """f, ∇f (and ∇²f) at θ: one pass over the training data (and the validation data)."""
@@ -130,16 +131,16 @@ class Objective:
             )
             dsk = {**dsk, **vdsk}
             keys.append(vkey)
-        results = self.engine.get(dsk, keys)
+        results = self.engine.compute(dsk, keys)
         total, S = results[0], self.total_weight
-        grad = (total["grad"] @ self.M).ravel()[self.free] / S
+        grad = matmul(total["grad"], self.M).ravel()[self.free] / S
         w = theta[self.is_coef]
-        loss = float(total["loss"]) / S + 0.5 * self.l2 * float(w @ w)
+        loss = float(total["loss"]) / S + 0.5 * self.l2 * dot(w, w)
         grad[self.is_coef] += self.l2 * w
         hess = None
         if hessian:
             B = np.kron(np.eye(self.k), self.M)
-            hess = (B.T @ total["hess"] @ B)[np.ix_(self.free, self.free)] / S
+            hess = matmul(matmul(B.T, total["hess"]), B)[np.ix_(self.free, self.free)] / S
             hess[np.diag_indices_from(hess)] += self.l2 * self.is_coef
         validation_loss = None
         if self.validation is not None:
@@ -147,7 +148,7 @@ class Objective:
         return Evaluation(loss, grad, hess, validation_loss)
 
     def l1_term(self, theta: np.ndarray) -> float:
-        return 0.0 if self.l1 is None else float(self.l1 @ np.abs(theta))
+        return 0.0 if self.l1 is None else dot(self.l1, np.abs(theta))
 
 
 def _check_validation_labels(summary: dict, classes: np.ndarray, origin: str) -> None:

@@ -15,7 +15,7 @@ from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import Crc32cCodec
 
 from dlr.atomic import staged_url
-from dlr.engine import current_get, sum_in_order
+from dlr.engine import run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import ChunkContext, chunk_logits
 from dlr.logistic import log_loss, sigmoid
@@ -124,7 +124,7 @@ def write_probabilities(
                     _context(source, i),
                     arr,
                 )
-            errors = [e for e in current_get()(dsk, keys) if e is not None]
+            errors = [e for e in run_graph(dsk, keys) if e is not None]
             if errors:
                 raise errors[0]
     except FileExistsError:
@@ -182,7 +182,7 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
             source.samples_first,
             _context(source, i),
         )
-    results = current_get()(dsk, keys)
+    results = run_graph(dsk, keys)
     sums = sum_in_order([r[0] for r in results])
     scores = np.concatenate([r[1] for r in results])
     targets = np.concatenate([r[2] for r in results])

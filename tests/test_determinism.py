@@ -74,3 +74,33 @@ def test_the_embedded_cluster_listens_on_loopback_only(cluster):
     assert cluster.scheduler.address.startswith("tcp://127.0.0.1:")
     assert len(info["workers"]) == 2
     assert all(addr.startswith("tcp://127.0.0.1:") for addr in info["workers"])
+
+
+FRESH_PROCESS_FIT = """
+import hashlib, sys
+import numpy as np
+import dlr
+model = dlr.LogisticRegression(solver=sys.argv[2], C=0.5, max_iter=8, tol=0, cache_size=0)
+model.fit(sys.argv[1])
+print(hashlib.sha256(model.coef_.tobytes() + model.loss_history_.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("solver", ["gd", "newton"])
+def test_fresh_processes_give_the_same_bits(dataset, solver):
+    """Nothing may depend on where the allocator puts a buffer (BLAS kernels can sum differently
+    on differently aligned memory), so separate processes must agree bit for bit."""
+    import subprocess
+    import sys
+
+    path = dataset(60_000, 12, 7_000)
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", FRESH_PROCESS_FIT, path, solver],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for _ in range(4)
+    }
+    assert len(digests) == 1

@@ -4,6 +4,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dlr.linalg import dot
+
 
 class Progress(NamedTuple):
     """What a solver reports after each iteration (``grad_norm`` is the optimality measure:
@@ -18,7 +20,7 @@ class Progress(NamedTuple):
 
 def total(ev, theta: np.ndarray, l1: np.ndarray | None) -> float:
     """F = f + Σ l1_i·|θ_i| at a point whose smooth evaluation is ``ev``."""
-    return ev.loss + (0.0 if l1 is None else float(l1 @ np.abs(theta)))
+    return ev.loss + (0.0 if l1 is None else dot(l1, np.abs(theta)))
 
 
 def soft_threshold(v: np.ndarray, t: np.ndarray | float) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dlr.linalg import dot
 from dlr.solvers.common import soft_threshold, total
 
 
@@ -49,7 +50,7 @@ def step(fun, st: GDState, *, l1=None, tol: float, line_search=False, nesterov=F
         if not line_search:
             break
         d = x - st.theta
-        if ev.loss <= st.ev.loss + g @ d + (d @ d) / (2.0 * alpha) or alpha < 1e-30:
+        if ev.loss <= st.ev.loss + dot(g, d) + dot(d, d) / (2.0 * alpha) or alpha < 1e-30:
             break
         alpha /= 2.0
     F = total(ev, point, l1)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dlr.linalg import dot
 from dlr.solvers.common import optimality, subgradient, total
 
 SUFFICIENT_DECREASE = 1e-4  # c₁ of the Armijo condition
@@ -65,15 +66,15 @@ def init(fun, theta0: np.ndarray, *, l1=None, tol: float, memory: int = 10, **_)
 
 def two_loop(v: np.ndarray, s: tuple, y: tuple) -> np.ndarray:
     """H·v (p,) for the L-BFGS inverse Hessian H of the pairs ``s``, ``y`` (oldest first)."""
-    rho = [1.0 / float(yi @ si) for si, yi in zip(s, y, strict=True)]
+    rho = [1.0 / dot(yi, si) for si, yi in zip(s, y, strict=True)]
     alpha = []
     q = v
     for si, yi, r in zip(reversed(s), reversed(y), reversed(rho), strict=True):
-        alpha.append(r * float(si @ q))
+        alpha.append(r * dot(si, q))
         q = q - alpha[-1] * yi
-    q = q * (float(s[-1] @ y[-1]) / float(y[-1] @ y[-1]))
+    q = q * (dot(s[-1], y[-1]) / dot(y[-1], y[-1]))
     for si, yi, r, a in zip(s, y, rho, reversed(alpha), strict=True):
-        q = q + (a - r * float(yi @ q)) * si
+        q = q + (a - r * dot(yi, q)) * si
     return q
 
 
@@ -86,7 +87,7 @@ def step(fun, st: LbfgsState, *, l1=None, tol: float, memory: int = 10, **_) -> 
     else:  # no curvature information yet: steepest descent, no coordinate moving more than 1
         d, t = -v, min(1.0, 1.0 / float(np.max(np.abs(v))))
     if l1 is None:
-        found = _wolfe_search(fun, theta, d, st.ev.loss, float(g @ d), t)
+        found = _wolfe_search(fun, theta, d, st.ev.loss, dot(g, d), t)
     else:
         leaves_uphill = (l1 > 0) & (theta == 0) & (d * v >= 0)
         d = np.where(leaves_uphill, 0.0, d)
@@ -96,7 +97,7 @@ def step(fun, st: LbfgsState, *, l1=None, tol: float, memory: int = 10, **_) -> 
     x, ev, F = found
     s, y = x - theta, ev.grad - g
     pairs_s, pairs_y = st.s, st.y
-    if memory > 0 and s @ y > EPS * np.linalg.norm(s) * np.linalg.norm(y):
+    if memory > 0 and dot(s, y) > EPS * np.sqrt(dot(s, s) * dot(y, y)):
         pairs_s, pairs_y = (pairs_s + (s,))[-memory:], (pairs_y + (y,))[-memory:]
     done = optimality(x, ev.grad, l1) <= tol
     return LbfgsState(
@@ -116,7 +117,7 @@ def _wolfe_search(fun, theta, d, f0: float, slope0: float, t: float):
     def evaluate(t):
         x = theta + t * d
         ev = fun(x)
-        return _Trial(t, ev.loss, float(ev.grad @ d), x, ev)
+        return _Trial(t, ev.loss, dot(ev.grad, d), x, ev)
 
     def acceptable(trial, lo):
         armijo = f0 + SUFFICIENT_DECREASE * trial.t * slope0 + noise
@@ -178,14 +179,14 @@ def _orthant_search(fun, theta, d, v, F0: float, t: float, l1: np.ndarray):
     interpolation. Returns (x, evaluation, F) or None when no decrease was found."""
     orthant = np.where(theta != 0, np.sign(theta), -np.sign(v))
     penalized = l1 > 0
-    slope0 = float(v @ d)
+    slope0 = dot(v, d)
     noise = 8 * EPS * abs(F0)
     for _ in range(MAX_EVALUATIONS):
         x = theta + t * d
         x = np.where(penalized & (np.sign(x) != orthant), 0.0, x)
         ev = fun(x)
         F = total(ev, x, l1)
-        if F <= F0 + SUFFICIENT_DECREASE * float(v @ (x - theta)) + noise:
+        if F <= F0 + SUFFICIENT_DECREASE * dot(v, x - theta) + noise:
             return x, ev, F
         excess = F - F0 - t * slope0  # > 0: F lies above its tangent at θ
         shrunk = -slope0 * t * t / (2.0 * excess) if excess > 0 else 0.5 * t

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dlr.linalg import dot, spd_solve
 from dlr.solvers.common import optimality, soft_threshold, total
 
 ARMIJO = 1e-4
@@ -42,12 +43,9 @@ def solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     A damping of 1e-12·max(diag H) keeps directions along exact null spaces (such as a common
     shift of all class intercepts, which leaves the loss unchanged) finite and small.
     """
-    damped = H + np.eye(len(b)) * (1e-12 * max(float(np.max(np.diag(H), initial=0.0)), 1e-300))
-    try:
-        L = np.linalg.cholesky(damped)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(H, b, rcond=None)[0]
-    return np.linalg.solve(L.T, np.linalg.solve(L, b))
+    damping = 1e-12 * max(float(np.max(np.diag(H), initial=0.0)), 1e-300)
+    x = spd_solve(H, b, damping)
+    return np.linalg.lstsq(H, b, rcond=None)[0] if x is None else x
 
 
 def prox_newton_direction(theta, g, H, l1, *, sweeps: int = 1000) -> np.ndarray:
@@ -77,9 +75,9 @@ def step(fun, st: NewtonState, *, l1=None, tol: float, **_) -> NewtonState:
     g, H, theta = st.ev.grad, st.ev.hess, st.theta
     d = -solve(H, g) if l1 is None else prox_newton_direction(theta, g, H, l1)
     F0 = st.loss_history[-1]
-    decrease = g @ d
+    decrease = dot(g, d)
     if l1 is not None:
-        decrease += float(l1 @ (np.abs(theta + d) - np.abs(theta)))
+        decrease += dot(l1, np.abs(theta + d) - np.abs(theta))
     noise = 8 * np.finfo(float).eps * abs(F0)
     t = 1.0
     for _ in range(MAX_HALVINGS):
