@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import warnings
-from asyncio import CancelledError
+from concurrent.futures import CancelledError
 from numbers import Integral, Real
 
 import dask.array as da
@@ -496,7 +496,7 @@ class _Watcher:
 
     def lost_scheduler_message(self, error) -> str:
         address = getattr(self.engine.client.scheduler, "address", "?")
-        reason = str(error) or type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
         text = f"lost the connection to the dask scheduler at {address} ({reason})"
         if self.last_checkpoint is not None:
             name, iteration = self.last_checkpoint
