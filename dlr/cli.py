@@ -343,12 +343,12 @@ def train(
     storage_option,
     **params,
 ):
-    """Train on the dataset DATA and write the model to --model."""
-    import os
-
+    """Train on the dataset DATA and write the model to --model (a directory or URL)."""
     from dlr.estimator import LogisticRegression
+    from dlr.model_io import model_exists
 
-    if os.path.exists(model_path) and not overwrite:
+    options = _storage_options(storage_option)
+    if model_exists(model_path, options) and not overwrite:
         raise DlrError(f"model '{model_path}' exists; choose another path or pass --overwrite")
     if plot:
         from dlr.plotting import require_matplotlib
@@ -356,7 +356,6 @@ def train(
         require_matplotlib()
     params["class_weight"] = _class_weight(params["class_weight"])
     model = LogisticRegression(C=C, fit_intercept=not no_intercept, verbose=True, **params)
-    options = _storage_options(storage_option)
     with _scheduler_for(scheduling, data, options, (x_name, y_name)):
         model.fit(
             data,
@@ -372,7 +371,7 @@ def train(
             y_name=y_name,
             storage_options=options,
         )
-    model.save(model_path, overwrite=overwrite)
+    model.save(model_path, overwrite=overwrite, storage_options=options)
     if plot:
         from dlr.plotting import plot_loss
 
@@ -405,8 +404,8 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
     from dlr.estimator import load
     from dlr.sources import from_dataset
 
-    model = load(model_path)
     options = _storage_options(storage_option)
+    model = load(model_path, options)
     source = from_dataset(open_dataset(data, x=x_name, y=None, storage_options=options))
     model._check_features(source)
     classes = np.asarray(model.classes_).tolist()
@@ -446,8 +445,8 @@ def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_opti
     from dlr.estimator import load
     from dlr.sources import from_dataset
 
-    model = load(model_path)
     options = _storage_options(storage_option)
+    model = load(model_path, options)
     source = from_dataset(open_dataset(data, x=x_name, y=y_name, storage_options=options))
     model._check_features(source)
     with _scheduler_for(scheduling, data, options, (x_name, y_name)):

@@ -16,6 +16,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from zarr.core.sync import sync
 
+from dlr.atomic import is_local
 from dlr.errors import DataError
 
 SAMPLES_FIRST = ("sample", "feature")
@@ -103,7 +104,9 @@ def open_dataset(
 
 def _open_group(url: str, storage_options: dict | None) -> zarr.Group:
     try:
-        return zarr.open_group(url, mode="r", storage_options=storage_options)
+        # storage options are for object stores; zarr refuses them with a local path
+        options = None if is_local(url) else storage_options
+        return zarr.open_group(url, mode="r", storage_options=options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         raise DataError(f"no zarr group at '{url}' (expected a dlr dataset)") from None
 

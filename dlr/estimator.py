@@ -221,7 +221,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         )
         classes = objective.labels.classes
         labels = decoded[classes] if decoded is not None else classes
-        start = self._starting_point(objective, labels, init)
+        start = self._starting_point(objective, labels, init, storage_options)
         solver = choose(self.solver, objective.n_params)
         run = {
             "params": {"solver": solver, **{k: _jsonable(getattr(self, k)) for k in TRAJECTORY}},
@@ -281,11 +281,13 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             _warn_not_converged(self, solver, state, objective)
         return self
 
-    def _starting_point(self, objective: Objective, classes: np.ndarray, init) -> np.ndarray:
+    def _starting_point(
+        self, objective: Objective, classes: np.ndarray, init, storage_options=None
+    ) -> np.ndarray:
         """θ₀: zeros, or the coefficients of ``init`` / of the previous fit (``warm_start``)."""
         previous = None
         if init is not None:
-            previous = load(init) if isinstance(init, str) else init
+            previous = load(init, storage_options) if isinstance(init, str) else init
         elif self.warm_start and hasattr(self, "coef_"):
             previous = self
         if previous is None:
@@ -381,8 +383,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             accuracy = hits.mean()
         return float(accuracy.compute() if isinstance(accuracy, da.Array) else accuracy)
 
-    def save(self, path: str, *, overwrite: bool = True) -> None:
-        """Write the fitted model as a directory (JSON + .npy), atomically."""
+    def save(self, path: str, *, overwrite: bool = True, storage_options=None) -> None:
+        """Write the fitted model as a directory or object-store prefix (JSON + .npy),
+        atomically (see :mod:`dlr.model_io`)."""
         self._check_fitted()
         params = {k: v for k, v in self.get_params().items() if k != "class_weight"}
         meta = {
@@ -402,7 +405,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             "data": self.data_fingerprint_,
         }
         model_io.save_model(
-            path, meta, {"coef": self.coef_, "intercept": self.intercept_}, overwrite=overwrite
+            path,
+            meta,
+            {"coef": self.coef_, "intercept": self.intercept_},
+            overwrite=overwrite,
+            storage_options=storage_options,
         )
 
 
@@ -532,9 +539,9 @@ def _warn_not_converged(model, solver, state, objective) -> None:
     )
 
 
-def load(path: str) -> LogisticRegression:
+def load(path: str, storage_options: dict | None = None) -> LogisticRegression:
     """Load a model written by :meth:`LogisticRegression.save` (no code is executed)."""
-    meta, arrays = model_io.load_model(path)
+    meta, arrays = model_io.load_model(path, storage_options)
     known = LogisticRegression().get_params()
     params = {k: _from_json(v) for k, v in meta.get("params", {}).items() if k in known}
     model = LogisticRegression(**params)

@@ -5,6 +5,7 @@ command line it is a non-zero exit with one line ``dlr: error: ...`` on stderr a
 Every store here is a real zarr v3 group on disk; malformed ones are written directly with zarr.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -664,8 +665,18 @@ def truncate_coef(model: Path) -> str:
 
 
 def coef_of_wrong_shape(model: Path) -> str:
+    """A coef.npy of the wrong shape whose checksum was updated too (a hand-edited model)."""
     np.save(model / "coef.npy", np.zeros((1, N_FEATURES + 2)))
+    meta = json.loads((model / "model.json").read_text())
+    digest = hashlib.sha256((model / "coef.npy").read_bytes()).hexdigest()
+    meta["arrays"]["coef"]["sha256"] = digest
+    (model / "model.json").write_text(json.dumps(meta))
     return "inconsistent"
+
+
+def coef_changed_behind_the_checksum(model: Path) -> str:
+    np.save(model / "coef.npy", np.ones((1, N_FEATURES)))
+    return "coef.npy"
 
 
 def future_format_version(model: Path) -> str:
@@ -683,6 +694,11 @@ DAMAGED_MODELS = [
     pytest.param(remove_intercept, ["cannot read"], id="intercept.npy missing"),
     pytest.param(truncate_coef, ["cannot read"], id="coef.npy truncated"),
     pytest.param(coef_of_wrong_shape, ["coef (1, 6)"], id="coef.npy of the wrong shape"),
+    pytest.param(
+        coef_changed_behind_the_checksum,
+        ["does not match the checksum"],
+        id="coef.npy not matching its checksum",
+    ),
     pytest.param(future_format_version, ["this dlr reads version 1"], id="unknown format version"),
 ]
 

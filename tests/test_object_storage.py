@@ -154,3 +154,62 @@ def test_workers_without_credentials_are_named_before_training(copies, tmp_path,
     assert "NoCredentialsError" in result.stderr
     assert f"cannot open '{copies['remote']}'" in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_models_and_checkpoints_live_on_s3_too(copies, bucket, tmp_path):
+    """Model and checkpoint URLs: train to s3://, resume from s3:// checkpoints, start a fit from
+    an s3:// model, predict with it — the same bits as with local files."""
+    import s3fs
+
+    options, storage = copies["options"], copies["storage"]
+    local_model = str(tmp_path / "model")
+    dlr_ok("train", copies["local"], "--model", local_model, *TRAIN_ARGS)
+    remote_model = f"{bucket}/models/m"
+    dlr_ok(
+        "train",
+        copies["remote"],
+        "--model",
+        remote_model,
+        *TRAIN_ARGS,
+        *options,
+        "--checkpoint",
+        f"{bucket}/ckpt",
+        "--checkpoint-every",
+        "3",
+    )
+    remote = dlr.load(remote_model, storage)
+    np.testing.assert_array_equal(remote.coef_, dlr.load(local_model).coef_)
+    fs = s3fs.S3FileSystem(
+        **{"endpoint_url": storage["endpoint_url"], "key": KEY, "secret": SECRET}
+    )
+    assert fs.exists(f"{bucket}/ckpt/LATEST")
+
+    again = CliRunner().invoke(
+        main, ["train", copies["remote"], "--model", remote_model, *TRAIN_ARGS, *options]
+    )
+    assert again.exit_code == 1 and "exists" in again.stderr
+    dlr_ok(
+        "train",
+        copies["remote"],
+        "--model",
+        remote_model,
+        "--overwrite",
+        *TRAIN_ARGS,
+        "--max-iter",
+        "12",
+        *options,
+        "--checkpoint",
+        f"{bucket}/ckpt",
+        "--resume",
+    )
+    resumed = dlr.load(remote_model, storage)
+    longer = dlr.LogisticRegression(learning_rate=1.0, max_iter=12, tol=0).fit(copies["local"])
+    np.testing.assert_array_equal(resumed.coef_, longer.coef_)
+    # the overwrite left exactly one model behind: model.json and the arrays it names
+    files = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/models/m"))
+    assert len(files) == 3 and "model.json" in files
+
+    warm = dlr.LogisticRegression(learning_rate=1.0, max_iter=2, tol=0).fit(
+        copies["local"], init=remote_model, storage_options=storage
+    )
+    assert warm.loss_history_[0] == resumed.loss_history_[-1]
