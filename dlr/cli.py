@@ -384,6 +384,18 @@ def train(
     )
 
 
+def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str, y: str | None):
+    """A saved model and the source of DATA it applies to (feature counts checked)."""
+    from dlr.dataset import open_dataset
+    from dlr.estimator import load
+    from dlr.sources import from_dataset
+
+    model = load(model_path, options)
+    source = from_dataset(open_dataset(data, x=x, y=y, storage_options=options))
+    model._check_features(source)
+    return model, source
+
+
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
@@ -400,14 +412,9 @@ def train(
 def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option):
     """Write the model's probabilities for every sample of DATA to --out."""
     from dlr import scoring
-    from dlr.dataset import open_dataset
-    from dlr.estimator import load
-    from dlr.sources import from_dataset
 
     options = _storage_options(storage_option)
-    model = load(model_path, options)
-    source = from_dataset(open_dataset(data, x=x_name, y=None, storage_options=options))
-    model._check_features(source)
+    model, source = _model_and_data(model_path, data, options, x=x_name, y=None)
     classes = np.asarray(model.classes_).tolist()
     what = f"P(y={classes[1]})" if len(classes) == 2 else "P(y=class) per column"
     attrs = {
@@ -441,14 +448,9 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
 def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_option):
     """Log-loss, accuracy, ROC AUC, confusion matrix and calibration of MODEL on DATA."""
     from dlr import scoring
-    from dlr.dataset import open_dataset
-    from dlr.estimator import load
-    from dlr.sources import from_dataset
 
     options = _storage_options(storage_option)
-    model = load(model_path, options)
-    source = from_dataset(open_dataset(data, x=x_name, y=y_name, storage_options=options))
-    model._check_features(source)
+    model, source = _model_and_data(model_path, data, options, x=x_name, y=y_name)
     with _scheduler_for(scheduling, data, options, (x_name, y_name)):
         metrics = scoring.evaluate(source, model.theta_, np.asarray(model.classes_))
     if as_json:

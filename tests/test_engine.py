@@ -77,16 +77,22 @@ def test_tol_stops_training_where_the_oracle_stops(dataset):
     assert_matches(model.loss_history_, ref.losses)
 
 
-def test_each_evaluation_is_one_pass_and_only_cached_chunks_are_read_once(dataset, monkeypatch):
-    """Count chunk reads: streamed chunks are read once per pass, cached ones once in total."""
-    path = dataset(203, 5, 50)
-    reads = []
+@pytest.fixture
+def reads(monkeypatch):
+    """Every chunk read from a zarr store, as (array, chunk index), in order."""
+    seen = []
 
     def counting_read(arr, samples_first, start, stop, origin, chunk):
-        reads.append((arr.path, chunk))
+        seen.append((arr.path, chunk))
         return read_block(arr, samples_first, start, stop, origin, chunk)
 
     monkeypatch.setattr(sources, "read_block", counting_read)
+    return seen
+
+
+def test_each_evaluation_is_one_pass_and_only_cached_chunks_are_read_once(dataset, reads):
+    """Count chunk reads: streamed chunks are read once per pass, cached ones once in total."""
+    path = dataset(203, 5, 50)
     source = from_dataset(open_dataset(path))
     budget = 2 * source.chunk_nbytes(0)  # the first two chunks fit
     engine = Engine(source, cache_size=budget)
@@ -99,17 +105,8 @@ def test_each_evaluation_is_one_pass_and_only_cached_chunks_are_read_once(datase
 
 
 @pytest.mark.parametrize("solver", ["gd", "newton", "lbfgs"])
-def test_every_solver_reads_each_streamed_chunk_once_per_reported_pass(
-    dataset, monkeypatch, solver
-):
+def test_every_solver_reads_each_streamed_chunk_once_per_reported_pass(dataset, reads, solver):
     path = dataset(203, 5, 50)
-    reads = []
-
-    def counting_read(arr, samples_first, start, stop, origin, chunk):
-        reads.append((arr.path, chunk))
-        return read_block(arr, samples_first, start, stop, origin, chunk)
-
-    monkeypatch.setattr(sources, "read_block", counting_read)
     model = dlr.LogisticRegression(
         solver=solver, max_iter=8, tol=0, cache_size=0, line_search=True, learning_rate=5.0
     ).fit(path)
