@@ -84,7 +84,8 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     coef_ : (1, n_features) binary, (K, n_features) multinomial. intercept_ : (1,) or (K,).
     classes_ : (K,). n_features_in_. n_iter_ : iterations. n_passes_ : passes over the data,
     the first (validating, summarizing) pass included. loss_history_ : F at each iterate,
-    starting point included. validation_loss_history_ (with validation data). converged_.
+    starting point included. grad_norm_history_ : the optimality measure (max |∇F|) after each
+    iteration. validation_loss_history_ (with validation data). converged_.
     solver_ : the solver used. state_ : the solver's final state.
     """
 
@@ -271,6 +272,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.n_iter_ = state.iteration
         self.n_passes_ = watcher.passes_before + engine.n_passes
         self.loss_history_ = np.array(state.loss_history)
+        self.grad_norm_history_ = np.array(watcher.grad_norms)
         if validation is not None:
             self.validation_loss_history_ = np.array(watcher.validation_history)
         self.converged_ = bool(state.converged)
@@ -399,6 +401,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             "n_passes": int(self.n_passes_),
             "converged": bool(self.converged_),
             "loss_history": [float(v) for v in self.loss_history_],
+            "grad_norm_history": [float(v) for v in self.grad_norm_history_],
             "validation_loss_history": [
                 float(v) for v in getattr(self, "validation_loss_history_", [])
             ],
@@ -422,6 +425,7 @@ class _Watcher:
         self.reporter = ProgressReporter(model.max_iter) if model.verbose else None
         self.validation = objective.validation is not None
         self.validation_history: list[float] = []
+        self.grad_norms: list[float] = []
         self.best_theta = None
         self.best = np.inf
         self.since_best = 0
@@ -435,6 +439,7 @@ class _Watcher:
     def __call__(self, state, progress) -> bool:
         if self.reporter is not None:
             self.reporter(progress)
+        self.grad_norms.append(progress.grad_norm)
         stop = self._track_validation(state, progress)
         if self.store is not None and (stop or self._checkpoint_due(state)):
             self._save(state)
@@ -474,6 +479,7 @@ class _Watcher:
             "run": json.dumps(self.run, sort_keys=True),
             "passes": self.passes_before + self.engine.n_passes,
             "validation_history": tuple(self.validation_history),
+            "grad_norm_history": tuple(self.grad_norms),
             "best": self.best,
             "best_theta": self.best_theta,
             "since_best": self.since_best,
@@ -495,6 +501,7 @@ class _Watcher:
         )
         self.passes_before = payload["passes"]
         self.validation_history = list(payload["validation_history"])
+        self.grad_norms = list(payload["grad_norm_history"])
         self.best, self.best_theta = payload["best"], payload["best_theta"]
         self.since_best = payload["since_best"]
         self.last_checkpoint = (name, iteration)
@@ -559,6 +566,7 @@ def load(path: str, storage_options: dict | None = None) -> LogisticRegression:
     model.n_passes_ = meta["n_passes"]
     model.converged_ = meta["converged"]
     model.loss_history_ = np.array(meta["loss_history"], dtype=np.float64)
+    model.grad_norm_history_ = np.array(meta.get("grad_norm_history", []), dtype=np.float64)
     if meta.get("validation_loss_history"):
         model.validation_loss_history_ = np.array(meta["validation_loss_history"])
     model.data_fingerprint_ = meta["data"]

@@ -87,6 +87,7 @@ def test_resuming_gives_the_bits_of_an_uninterrupted_fit(data, tmp_path, solver)
     np.testing.assert_array_equal(resumed.intercept_, full.intercept_)
     np.testing.assert_array_equal(resumed.loss_history_, full.loss_history_)
     np.testing.assert_array_equal(resumed.validation_loss_history_, full.validation_loss_history_)
+    np.testing.assert_array_equal(resumed.grad_norm_history_, full.grad_norm_history_)
 
 
 def test_early_stopping_state_survives_a_resume(data, tmp_path):

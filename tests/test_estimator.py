@@ -67,6 +67,8 @@ def test_fitted_attributes_have_scikit_learn_shapes(data):
     assert model.n_iter_ == 50
     assert model.n_passes_ == 52  # the validating first pass, the start, 50 iterations
     assert model.loss_history_.shape == (51,)
+    assert model.grad_norm_history_.shape == (50,)
+    assert model.grad_norm_history_[-1] < model.grad_norm_history_[0]
 
 
 def test_predictions_are_numpy_for_numpy_input_and_lazy_for_dask_and_zarr(data):
