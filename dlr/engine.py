@@ -150,13 +150,17 @@ class Engine:
             keys = [(f"dlr-load-{self.token}", i) for i in chunks]
             dsk = {
                 **self._graph,
-                **{k: (tuple, list(self._exprs[i])) for k, i in zip(keys, chunks, strict=True)},
+                **{
+                    k: (tuple, list(self.source.exprs(i, streamed=False)))
+                    for k, i in zip(keys, chunks, strict=True)
+                },
             }
             for i, loaded in zip(chunks, self.compute(dsk, keys), strict=True):
                 self._exprs[i] = loaded
             return
         dsk, keys = dict(self._graph), []
         for i in chunks:
+            self._exprs[i] = self.source.exprs(i, streamed=False)
             for j, e in enumerate(self._exprs[i]):
                 if e is not None:
                     # In-memory arrays travel inside a task, not scattered: a worker that dies

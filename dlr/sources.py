@@ -41,7 +41,7 @@ class NumpyChunks:
     def __init__(self, arr: np.ndarray, bounds, samples_first: bool):
         self.arr, self.bounds, self.samples_first = arr, bounds, samples_first
 
-    def expr(self, i: int, *, capture: bool = False):
+    def expr(self, i: int, *, capture: bool = False, streamed: bool = True):
         s, e = self.bounds[i]
         return self.arr[s:e] if self.arr.ndim == 1 or self.samples_first else self.arr[:, s:e]
 
@@ -55,8 +55,12 @@ class ZarrChunks:
     def __init__(self, arr: zarr.Array, bounds, samples_first: bool, origin: str):
         self.arr, self.bounds, self.samples_first, self.origin = arr, bounds, samples_first, origin
 
-    def expr(self, i: int, *, capture: bool = False):
-        """The read task; with ``capture``, a failed read yields its DataError as the value."""
+    def expr(self, i: int, *, capture: bool = False, streamed: bool = True):
+        """The read task; with ``capture``, a failed read yields its DataError as the value.
+
+        ``streamed`` reads into a buffer the thread's next read reuses: for a task that reads
+        and uses the chunk (and keeps nothing), not for chunks kept in the cache.
+        """
         # Only this chunk's coordinates travel with the task, not the whole chunk table.
         s, e = self.bounds[i]
         return (
@@ -67,6 +71,7 @@ class ZarrChunks:
             e,
             self.origin,
             i,
+            streamed,
         )
 
 
@@ -87,7 +92,7 @@ class DaskChunks:
         keys = arr.__dask_keys__()
         self.keys = [k[0] for k in keys] if arr.ndim == 2 else list(keys)
 
-    def expr(self, i: int, *, capture: bool = False):
+    def expr(self, i: int, *, capture: bool = False, streamed: bool = True):
         return self.keys[i]
 
 
@@ -119,9 +124,13 @@ class Source:
         s, e = self.bounds[i]
         return (e - s) * (self.n_features * self.dtype.itemsize + 16)
 
-    def exprs(self, i: int) -> tuple:
-        """Graph expressions of chunk i's (x, y, s); None for absent columns."""
-        return tuple(c.expr(i) if c is not None else None for c in (self.x, self.y, self.s))
+    def exprs(self, i: int, *, streamed: bool = True) -> tuple:
+        """Graph expressions of chunk i's (x, y, s); None for absent columns. ``streamed``
+        expressions may reuse a per-thread buffer (see :meth:`ZarrChunks.expr`)."""
+        return tuple(
+            c.expr(i, streamed=streamed) if c is not None else None
+            for c in (self.x, self.y, self.s)
+        )
 
     @property
     def graph(self) -> dict:

@@ -82,9 +82,9 @@ def reads(monkeypatch):
     """Every chunk read from a zarr store, as (array, chunk index), in order."""
     seen = []
 
-    def counting_read(arr, samples_first, start, stop, origin, chunk):
+    def counting_read(arr, samples_first, start, stop, origin, chunk, *rest):
         seen.append((arr.path, chunk))
-        return read_block(arr, samples_first, start, stop, origin, chunk)
+        return read_block(arr, samples_first, start, stop, origin, chunk, *rest)
 
     monkeypatch.setattr(sources, "read_block", counting_read)
     return seen
