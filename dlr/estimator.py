@@ -280,7 +280,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.fit_seconds_ = time.perf_counter() - started
         self.data_fingerprint_ = source.fingerprint
         if not (state.converged or watcher.stopped_early or self.tol == 0):
-            _warn_not_converged(self, solver, state, objective)
+            _warn_not_converged(self, solver, state)
         return self
 
     def _starting_point(
@@ -528,7 +528,7 @@ class _Watcher:
             self.reporter.close()
 
 
-def _warn_not_converged(model, solver, state, objective) -> None:
+def _warn_not_converged(model, solver, state) -> None:
     if state.stalled:
         why = "the line search could not decrease the loss any further (rounding)"
     else:
