@@ -231,7 +231,7 @@ def _class_weight(value: str | None):
     type=click.Choice(["auto", "newton", "lbfgs", "gd"]),
     default="auto",
     show_default=True,
-    help="auto: newton for up to a few hundred parameters, else lbfgs; gd: the seed's descent.",
+    help="auto: newton for up to 20 parameters, else lbfgs; gd: the seed's descent.",
 )
 @click.option(
     "--C",

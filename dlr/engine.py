@@ -6,6 +6,7 @@ partial sums in chunk-index order. The order is fixed, so the result is bit-iden
 scheduler and any number of workers. Only the partial sums ever reach the client.
 """
 
+import sys
 import uuid
 from typing import NamedTuple
 
@@ -31,6 +32,8 @@ from dlr.sources import Source
 def current_get():
     """The active dask scheduler's ``get``: a default distributed Client, dask's configured
     scheduler, or the local threaded scheduler."""
+    if "distributed" not in sys.modules and dask.config.get("scheduler", None) is None:
+        return dask.threaded.get  # no Client can exist; don't pay for importing distributed
     return dask.base.get_scheduler() or dask.threaded.get
 
 

@@ -56,7 +56,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : "auto" (Newton for up to a few hundred parameters, else L-BFGS), "newton",
+    solver : "auto" (Newton for up to 20 parameters, else L-BFGS), "newton",
         "lbfgs" or "gd" (the seed lecture's fixed-step gradient descent).
     C : inverse regularization strength; ``np.inf`` for none (the seed's plain objective).
     l1_ratio : 0 for L2, 1 for L1, in between for elastic net.

@@ -73,6 +73,7 @@ class _Workspace:
         self.z = aligned((rows, k))
         self.p = aligned((rows, k))
         self.v1, self.v2, self.v3 = aligned((rows,)), aligned((rows,)), aligned((rows,))
+        self.sp, self.sa, self.st = aligned((rows,)), aligned((rows,)), aligned((rows,))
         self.g = aligned((k, n))
         self.hx = aligned((rows, n)) if hessian else None
         self.hxx = aligned((n, n)) if hessian else None
@@ -126,8 +127,12 @@ def _binary_block(xb, yb, sb, ws: _Workspace, out):
     np.matmul(xb, ws.wt, out=ws.z[:rows])
     z += ws.b[0]
     np.copyto(y, yb, casting="unsafe")
-    loss, dz = softplus_and_sigmoid(z)
-    a = dz.copy() if "hess" in out else None
+    loss, dz = softplus_and_sigmoid(z, (ws.sp[:rows], ws.sa[:rows], ws.st[:rows]))
+    h = None
+    if "hess" in out:  # a(1 − a), before dz = a − y overwrites a
+        h = ws.v3[:rows]
+        np.subtract(1.0, dz, out=ws.st[:rows])
+        np.multiply(dz, ws.st[:rows], out=h)
     dz -= y
     np.multiply(y, z, out=tmp)
     if sb is None:
@@ -137,13 +142,10 @@ def _binary_block(xb, yb, sb, ws: _Workspace, out):
         loss *= sb
         out["loss"] += loss.sum()
         dz *= sb
-    np.copyto(ws.v3[:rows], dz)
-    np.matmul(ws.v3[:rows], xb, out=ws.g[0])
+    np.matmul(dz, xb, out=ws.g[0])
     out["grad"][0, :n] += ws.g[0]
     out["grad"][0, n] += dz.sum()
-    if a is not None:
-        h = ws.v3[:rows]
-        np.multiply(a, 1.0 - a, out=h)
+    if h is not None:
         if sb is not None:
             h *= sb
         _add_hessian_block(out["hess"], 0, 0, xb, h, ws)

@@ -23,13 +23,22 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
-def softplus_and_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log(1 + exp(z)), σ(z)) from a single exp, for the per-chunk kernel's hot loop."""
-    t = np.exp(-np.abs(z))
-    sp = np.log1p(t)
-    sp += np.maximum(z, 0.0)
-    a = np.where(z >= 0, 1.0, t)
-    a /= 1.0 + t
+def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """(log(1 + exp(z)), σ(z)) from a single exp, for the per-chunk kernel's hot loop.
+
+    ``out``: optional (sp, a, t) arrays shaped like z to compute into, allocation-free.
+    """
+    sp, a, t = out if out is not None else (np.empty_like(z), np.empty_like(z), np.empty_like(z))
+    np.abs(z, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    np.log1p(t, out=sp)
+    np.maximum(z, 0.0, out=a)
+    sp += a
+    np.copyto(a, t)
+    np.copyto(a, 1.0, where=z >= 0)
+    t += 1.0
+    a /= t
     return sp, a
 
 

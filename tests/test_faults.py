@@ -69,6 +69,9 @@ def test_a_worker_killed_mid_iteration_does_not_change_the_weights(data, tmp_pat
 
 def test_a_chunk_that_keeps_killing_workers_is_named(data, monkeypatch):
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "1")
+    # one task per worker thread at a time: the only task on a worker that dies is the poison
+    # one, so no innocent chunk is counted as having killed it
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION", "1.0")
     with local_cluster(n_workers=2) as cluster, Client(cluster.address) as client:
         client.register_plugin(KillOnTask(chunk=5))
         with pytest.raises(dlr.DataError) as info:

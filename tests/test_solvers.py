@@ -176,10 +176,12 @@ def test_a_warm_start_at_the_optimum_stops_after_at_most_one_iteration(binary, s
     assert_matches(model.coef_, before, 1e-8)
 
 
-def test_auto_picks_newton_for_few_features():
+def test_auto_picks_newton_for_few_parameters_and_lbfgs_for_more():
     rng = np.random.default_rng(0)
     X, y = make_problem(rng)
-    assert dlr.LogisticRegression().fit(X, y).solver_ == "newton"
+    assert dlr.LogisticRegression().fit(X, y).solver_ == "newton"  # 5 features + intercept
+    wide = np.hstack([X] * 5)  # 26 parameters
+    assert dlr.LogisticRegression(C=0.1).fit(wide, y).solver_ == "lbfgs"
 
 
 def test_hitting_max_iter_warns_with_an_actionable_message(binary):

@@ -19,8 +19,11 @@ from dlr.solvers.common import Progress, optimality
 #: name → module with ``init(fun, theta0, **options)`` and ``step(fun, state, **options)``.
 SOLVERS = {"gd": gd, "lbfgs": lbfgs, "newton": newton}
 
-#: ``solver="auto"`` uses Newton up to this many parameters, L-BFGS beyond.
-NEWTON_MAX_PARAMS = 400
+#: ``solver="auto"`` uses Newton up to this many parameters, L-BFGS beyond. A Newton pass costs
+#: m·p² for the Hessian against m·p for a gradient: on 4M × 64 (65 parameters) a Hessian pass
+#: took 5× a gradient pass and L-BFGS reached the optimum in half Newton's time
+#: (benchmarks/bench_solvers.py), while for a handful of parameters the Hessian is nearly free.
+NEWTON_MAX_PARAMS = 20
 
 
 def choose(solver: str, n_params: int) -> str:

@@ -1,0 +1,157 @@
+"""Benchmark dlr on real multi-process clusters: scaling, per-task overhead, checkpoint cost.
+
+One run prints, side by side:
+
+1. the time of one gradient pass over the 4 GB float32 dataset (16M × 64, streamed from zarr)
+   with 1 and 2 worker processes of one thread each (``dlr.cluster.local_cluster``: separate
+   ``dask scheduler`` / ``dask worker`` processes), and the scaling efficiency t₁ / (2·t₂);
+2. the scheduler overhead per chunk task: passes over the same 64 MB of cached data split into
+   16 … 1024 chunks, on the local threaded scheduler and on a 2-worker cluster, with the slope
+   of pass time against chunk count (seconds per extra task);
+3. the cost of checkpointing every iteration (L-BFGS and Newton states) against an iteration of
+   the 1 GB dataset (4M × 64, cached), target < 2 %.
+
+    /work/venv/bin/python benchmarks/bench_cluster.py [--dir bench-data] [--iters 3]
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from distributed import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import cpu_model, ensure_dataset  # noqa: E402
+
+import dlr  # noqa: E402
+from dlr.checkpoint import CheckpointStore  # noqa: E402
+from dlr.cluster import local_cluster  # noqa: E402
+from dlr.dataset import open_dataset  # noqa: E402
+from dlr.engine import Engine, Labels  # noqa: E402
+from dlr.sources import from_arrays, from_dataset  # noqa: E402
+
+LABELS = Labels(np.array([0, 1]))
+
+
+def pass_seconds(engine: Engine, iters: int) -> float:
+    """Median time of one loss-and-gradient pass (after one warm-up pass)."""
+    theta = np.full((1, engine.source.n_features + 1), 0.01)
+    engine.partials(theta, LABELS)
+    times = []
+    for _ in range(iters):
+        started = time.perf_counter()
+        engine.partials(theta, LABELS)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def scaling(path: Path, iters: int) -> dict[int, float]:
+    """Streamed pass time over ``path`` with 1 and 2 single-threaded worker processes."""
+    out = {}
+    for workers in (1, 2):
+        with local_cluster(n_workers=workers, threads_per_worker=1) as cluster:
+            with Client(cluster.address) as client:
+                engine = Engine(from_dataset(open_dataset(str(path))), cache_size=0, get=client.get)
+                out[workers] = pass_seconds(engine, iters)
+    return out
+
+
+def task_overhead(iters: int) -> dict[str, dict[int, float]]:
+    """Pass time over 64 MB of in-memory data split into 16 … 1024 chunks."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2_000_000, 8), dtype=np.float32)
+    y = (rng.random(2_000_000) < 0.5).astype(np.uint8)
+    counts = (16, 64, 256, 1024)
+    import dask.array as da
+
+    results: dict[str, dict[int, float]] = {"threads": {}, "2 workers": {}}
+    for k in counts:
+        Xd = da.from_array(X, chunks=(len(X) // k, 8))
+        yd = da.from_array(y, chunks=len(y) // k)
+        results["threads"][k] = pass_seconds(Engine(from_arrays(Xd, yd)), iters)
+    with local_cluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster.address) as c:
+        for k in counts:
+            Xd = da.from_array(X, chunks=(len(X) // k, 8))
+            yd = da.from_array(y, chunks=len(y) // k)
+            results["2 workers"][k] = pass_seconds(Engine(from_arrays(Xd, yd), get=c.get), iters)
+    return results
+
+
+def checkpoint_cost(path: Path, iters: int) -> dict[str, float]:
+    """Seconds to write one checkpoint of each solver's state, and one cached pass over path."""
+    out = {"pass": pass_seconds(Engine(from_dataset(open_dataset(str(path)))), iters)}
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, 64))
+    y = (X[:, 0] + rng.standard_normal(20_000) > 0).astype(int)
+    for solver in ("lbfgs", "newton"):
+        state = dlr.LogisticRegression(solver=solver, max_iter=12, tol=0).fit(X, y).state_
+        payload = {
+            "state": state,
+            "run": "{}",
+            "passes": 13,
+            "validation_history": (),
+            "best": float("inf"),
+            "best_theta": None,
+            "since_best": 0,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            store = CheckpointStore(str(Path(tmp) / "ckpt"), keep=3)
+            times = []
+            for i in range(20):
+                started = time.perf_counter()
+                store.save(i, payload)
+                times.append(time.perf_counter() - started)
+        out[solver] = statistics.median(times)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--dir", type=Path, default=Path(__file__).resolve().parents[1] / "bench-data"
+    )
+    parser.add_argument("--iters", type=int, default=3)
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    print(f"machine  {cpu_model()}, {__import__('os').cpu_count()} cores; dlr {dlr.__version__}")
+    big = ensure_dataset(args.dir, 16_000_000, 64)
+    small = ensure_dataset(args.dir, 4_000_000, 64)
+
+    t = scaling(big, args.iters)
+    efficiency = t[1] / (2 * t[2])
+    print("\n1. streamed pass over 16M × 64 float32 (4.1 GB decoded), worker processes × 1 thread")
+    print(
+        f"   1 worker   {t[1]:7.3f} s\n   2 workers  {t[2]:7.3f} s   speed-up {t[1] / t[2]:.2f}×, "
+        f"scaling efficiency {efficiency:.0%}"
+    )
+
+    overhead = task_overhead(args.iters)
+    print("\n2. pass over 64 MB in memory, by chunk count (seconds per pass)")
+    print("   chunks   " + "".join(f"{k:>10}" for k in overhead["threads"]))
+    for name, row in overhead.items():
+        ks = np.array(list(row))
+        ts = np.array(list(row.values()))
+        slope = np.polyfit(ks, ts, 1)[0]
+        print(
+            f"   {name:9s}"
+            + "".join(f"{v:10.4f}" for v in ts)
+            + f"   → {slope * 1e3:.3f} ms per extra chunk task"
+        )
+
+    cost = checkpoint_cost(small, args.iters)
+    print("\n3. checkpoint of the full solver state vs one cached pass over 4M × 64 float32")
+    print(f"   pass        {cost['pass']:.4f} s")
+    for solver in ("lbfgs", "newton"):
+        share = cost[solver] / cost["pass"]
+        print(
+            f"   {solver:8s}    {cost[solver] * 1e3:.2f} ms per checkpoint = {share:.2%} of a "
+            f"pass   target < 2%: {'PASS' if share < 0.02 else 'FAIL'}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,578 @@
+"""Benchmark dlr's engine against the NumPy oracle, dask-ml and raw zarr reads.
+
+One run prints, side by side, the time per gradient-descent iteration of
+
+- dlr with its chunk cache (``cache_size="auto"``) and streaming (``cache_size=0``),
+- the in-memory NumPy oracle (``dlr.oracle.gradients`` on float32 data, plus the update),
+- dask-ml's ``LogisticRegression(solver="gradient_descent")`` on ``da.from_zarr`` of the data,
+- zarr alone, reading and decoding every chunk (no math),
+
+then the peak RSS of streaming training (``dlr train --cache-size 0``) on a small and a big
+dataset, and a table of targets with PASS/FAIL.
+
+    /work/venv/bin/python benchmarks/bench_engine.py [--dir bench-data] [--samples 4000000]
+        [--features 64] [--big-samples 16000000] [--iters 5]
+"""
+
+import argparse
+import gc
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numcodecs
+import numcodecs.blosc
+import numpy as np
+import psutil
+import threadpoolctl
+import zarr
+
+from dlr.dataset import open_dataset
+from dlr.engine import Engine
+from dlr.errors import DataError
+from dlr.kernel import single_threaded_blas
+from dlr.oracle import gradients
+from dlr.sources import from_dataset
+from dlr.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CHUNK_SAMPLES = 131_072
+LEARNING_RATE = 0.1
+GB = 1e9
+MB = 1e6
+
+#: Run in a child process: train with the CLI in-process, then print the peak RSS in kB.
+#: VmHWM is the high-water mark of this process's own address space. getrusage's ru_maxrss is
+#: not used: Linux carries it over from the pre-exec copy of the parent (this benchmark, holding
+#: a GB or more), so every child would report at least the parent's size.
+RSS_CHILD = """
+import re, sys
+from dlr.cli import main
+main(sys.argv[1:], standalone_mode=False)
+status = open("/proc/self/status").read()
+print("VMHWM_KB", re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
+"""
+
+
+# --------------------------------------------------------------------------------------- setup
+
+
+def ensure_dataset(directory: Path, m: int, n: int) -> Path:
+    """The float32 dataset of m samples × n features in ``directory``, made unless present."""
+    path = directory / f"lr-{m}x{n}-float32.zarr"
+    if path.exists():
+        try:
+            ds = open_dataset(str(path))
+            if (ds.n_samples, ds.n_features, ds.chunk_samples) == (m, n, CHUNK_SAMPLES):
+                print(f"reusing  {path}")
+                return path
+        except DataError:
+            pass
+    print(f"creating {path} ...", end=" ", flush=True)
+    started = time.perf_counter()
+    make_dataset(str(path), m, n, chunk_samples=CHUNK_SAMPLES, dtype="float32", overwrite=True)
+    print(f"{time.perf_counter() - started:.1f}s")
+    return path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def dlr_checkout() -> str:
+    """Where dlr is imported from, and its git commit and state when it is a checkout."""
+    import dlr
+
+    where = Path(dlr.__file__).resolve().parent
+    git = ["git", "-C", str(where)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return f"{dlr.__version__} from {where} (not a git checkout)"
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
+    ).stdout.split("\n")
+    state = f", {sum(1 for line in changed if line)} files changed" if any(changed) else ", clean"
+    return f"{dlr.__version__} from {where}, commit {head.stdout.strip()}{state}"
+
+
+def print_machine(args, paths: dict) -> None:
+    import dask_glm
+    import dask_ml
+
+    vm = psutil.virtual_memory()
+    print("== machine and conditions")
+    print(
+        f"cpu       {cpu_model()}, {os.cpu_count()} logical cores "
+        f"({psutil.cpu_count(logical=False)} physical)"
+    )
+    print(f"memory    {vm.total / GB:.1f} GB total, {vm.available / GB:.1f} GB available")
+    print(f"os        {platform.platform()}, load average {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"dlr       {dlr_checkout()}")
+    print(
+        f"versions  python {platform.python_version()}, numpy {np.__version__}, "
+        f"dask {dask.__version__}, zarr {zarr.__version__}, numcodecs {numcodecs.__version__}, "
+        f"dask-ml {dask_ml.__version__}, dask-glm {dask_glm.__version__}"
+    )
+    for lib in threadpoolctl.threadpool_info():
+        if lib["user_api"] == "blas":
+            print(
+                f"blas      {lib['internal_api']} {lib['version']} "
+                f"({Path(lib['filepath']).parent.name}), "
+                f"{lib['num_threads']} threads, arch {lib.get('architecture')}"
+            )
+    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}
+    print(f"env       {' '.join(f'{k}={v}' for k, v in sorted(env.items())) or 'none set'}")
+    print(
+        f"dask      threaded scheduler, {dask.config.get('num_workers', None) or os.cpu_count()}"
+        " workers (default); dlr kernels pin BLAS to 1 thread, the oracle uses BLAS's default"
+    )
+    print(
+        f"zarr      async concurrency {zarr.config.get('async.concurrency')}, "
+        f"blosc threads {numcodecs.blosc.get_nthreads()}"
+    )
+    for label, path in paths.items():
+        ds = open_dataset(str(path))
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(
+            f"data      {label}: {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
+            f"{ds.n_samples} × {ds.n_features} {ds.x.dtype}, {ds.n_chunks} chunks of "
+            f"{ds.chunk_samples}, {ds.n_samples * ds.n_features * 4 / GB:.2f} GB decoded, "
+            f"{size / GB:.2f} GB on disk (blosc-lz4)"
+        )
+    print(
+        f"timing    median and min of {args.iters} iterations after 1 warm-up; local disk, "
+        "data files warm in the OS page cache"
+    )
+    print()
+
+
+# ----------------------------------------------------------------------------------- timings
+
+
+class Load:
+    """CPU used by other processes, and stolen by the hypervisor, while the block runs (cores).
+
+    Other work on this 2-core machine (or on the host) changes every figure; this says when.
+    """
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        self.system, self.own = psutil.cpu_times(), psutil.Process().cpu_times()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.started
+        system, own = psutil.cpu_times(), psutil.Process().cpu_times()
+
+        def busy(t):
+            return t.user + t.nice + t.system + t.irq + t.softirq
+
+        def mine(t):  # this process, and the children it has waited for
+            return t.user + t.system + t.children_user + t.children_system
+
+        used = busy(system) - busy(self.system) - (mine(own) - mine(self.own))
+        self.others = max(0.0, used) / wall
+        self.steal = (getattr(system, "steal", 0.0) - getattr(self.system, "steal", 0.0)) / wall
+        return False
+
+    def __str__(self):
+        return f"{self.others:.2f}/{self.steal:.2f}"
+
+
+def wait_until_quiet(limit: float, threshold: float = 0.25) -> float:
+    """Wait, up to ``limit`` seconds, until other processes use under ``threshold`` cores over 2
+    seconds (the machine is shared: a test suite running next to the benchmark skews it).
+    Returns the seconds waited."""
+    started = time.perf_counter()
+    while True:
+        with Load() as load:
+            time.sleep(2)
+        waited = time.perf_counter() - started
+        if load.others < threshold or waited >= limit:
+            return waited
+
+
+class Timing:
+    """Seconds per iteration of one contender, and the load on the machine meanwhile."""
+
+    def __init__(self, name: str, times: list[float], load: Load, note: str = ""):
+        self.name, self.times, self.load, self.note = name, times, load, note
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+
+def repeat(step, iters: int) -> list[float]:
+    """Call ``step()`` once to warm up, then ``iters`` times; the timed durations."""
+    step()
+    times = []
+    for _ in range(iters):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def dlr_stepper(engine: Engine):
+    """One gradient-descent iteration as LogisticRegression.fit runs it, from w = 0, b = 0.
+
+    ``engine.evaluate(w, b)`` (dlr up to commit ccad59a), or, for the engine without
+    ``evaluate``, the unpenalized ``dlr.objective.Objective`` over it (after its summary pass).
+    Returns ``step() -> loss``.
+    """
+    if hasattr(engine, "evaluate"):
+        state = {"w": np.zeros(engine.source.n_features), "b": 0.0}
+
+        def step():
+            ev = engine.evaluate(state["w"], state["b"])
+            state["w"] = state["w"] - LEARNING_RATE * ev.dw
+            state["b"] = state["b"] - LEARNING_RATE * ev.db
+            return ev.loss
+
+        return step
+    from dlr.objective import Objective
+
+    objective = Objective(engine, engine.summarize(), C=np.inf)
+    state = {"theta": np.zeros(objective.n_params)}
+
+    def step():
+        ev = objective(state["theta"])
+        state["theta"] = state["theta"] - LEARNING_RATE * ev.grad
+        return ev.loss
+
+    return step
+
+
+def bench_dlr(path: Path, cache_size, iters: int) -> tuple[Timing, list[float]]:
+    """Loss and gradient by the engine plus the GD update, inside ``single_threaded_blas`` as in
+    LogisticRegression.fit; also the losses."""
+    with single_threaded_blas():
+        started = time.perf_counter()
+        engine = Engine(from_dataset(open_dataset(str(path))), cache_size=cache_size)
+        step = dlr_stepper(engine)
+        setup = time.perf_counter() - started
+        losses = []
+        with Load() as load:
+            times = repeat(lambda: losses.append(step()), iters)
+    label = "dlr cached" if cache_size else "dlr streaming"
+    note = f"{engine.cached_bytes / GB:.2f} GB cached, setup {setup:.1f}s"
+    return Timing(label, times, load, note), losses
+
+
+def bench_oracle(path: Path, iters: int) -> tuple[Timing, list[float]]:
+    """dlr.oracle.gradients on X (n, m) float32 C-contiguous in memory, plus the update."""
+    ds = open_dataset(str(path))
+    samples_by_features = ds.x[:]
+    X = np.ascontiguousarray(samples_by_features.T)
+    del samples_by_features
+    Y = ds.y[:].astype(np.float32)[None, :]
+    state = {"w": np.zeros((X.shape[0], 1), dtype=np.float32), "b": np.float32(0)}
+    losses = []
+
+    def step():
+        J, dw, db = gradients(X, Y, state["w"], state["b"])
+        state["w"] = state["w"] - LEARNING_RATE * dw
+        state["b"] = state["b"] - LEARNING_RATE * db
+        losses.append(J)
+
+    with Load() as load:
+        times = repeat(step, iters)
+    assert state["w"].dtype == np.float32 and X.dtype == np.float32
+    note = f"X {X.shape} float32 in memory ({X.nbytes / GB:.2f} GB)"
+    return Timing("NumPy oracle", times, load, note), losses
+
+
+def count_dask_glm_iterations():
+    """Wrap dask-glm's line search (called once per gradient_descent iteration) with a counter."""
+    import dask_glm.algorithms as algorithms
+
+    original = algorithms.compute_stepsize_dask
+    calls = [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    algorithms.compute_stepsize_dask = counted
+    return calls
+
+
+def bench_dask_ml(path: Path, k1: int, k2: int, repeats: int) -> Timing:
+    """Per-iteration time of dask-ml GD: (fit(max_iter=k2) − fit(max_iter=k1)) / (k2 − k1),
+    each fit time the fastest of ``repeats``.
+
+    dask_glm.algorithms.gradient_descent runs ``for k in range(max_iter)``, and with tol=0 it
+    stops early only if the line search finds no decrease, so max_iter=k is k iterations (counted
+    below to be sure). Each iteration computes g = Xᵀ(σ(Xβ) − y) and X·g (passes over X, which
+    dask-ml standardizes and extends with an intercept column lazily), then a backtracking line
+    search on the persisted Xβ and X·g. The setup (the mean/std pass over X, Xβ at k = 0, redone
+    every 10 iterations) is the same in both fits and cancels in the difference.
+    """
+    from dask_ml.linear_model import LogisticRegression
+
+    X = da.from_zarr(str(path), component="X")
+    y = da.from_zarr(str(path), component="y")
+    calls = count_dask_glm_iterations()
+    fits = {k1: math.inf, k2: math.inf}
+    with Load() as load, warnings.catch_warnings():
+        # dask-glm's sigmoid is 1 / (1 + exp(-x)): it overflows, harmlessly, for large |x|
+        warnings.filterwarnings("ignore", "overflow encountered in exp", RuntimeWarning)
+        for _ in range(repeats):
+            for k in (k1, k2):
+                calls[0] = 0
+                model = LogisticRegression(solver="gradient_descent", max_iter=k, tol=0.0)
+                started = time.perf_counter()
+                model.fit(X, y)
+                fits[k] = min(fits[k], time.perf_counter() - started)
+                if calls[0] != k:
+                    raise RuntimeError(f"dask-ml ran {calls[0]} iterations for max_iter={k}")
+                gc.collect()
+    per_iter = (fits[k2] - fits[k1]) / (k2 - k1)
+    note = (
+        f"(fit max_iter={k2}: {fits[k2]:.1f}s − max_iter={k1}: {fits[k1]:.1f}s) / {k2 - k1}, "
+        f"best of {repeats}"
+    )
+    return Timing("dask-ml gradient_descent", [per_iter], load, note)
+
+
+def bench_zarr_whole(path: Path, iters: int) -> Timing:
+    """Read and decode all of X and y with ``arr[:]`` (zarr's own async concurrency)."""
+    group = zarr.open_group(str(path), mode="r")
+    x, y = group["X"], group["y"]
+
+    def step():
+        x[:]
+        y[:]
+
+    with Load() as load:
+        times = repeat(step, iters)
+    return Timing("zarr read, arr[:]", times, load, "X[:] and y[:], results dropped")
+
+
+def bench_zarr_chunks(path: Path, iters: int, threads: int = 2) -> Timing:
+    """Read and decode every chunk of X and y as ``arr[s:e]``, ``threads`` chunks at a time."""
+    group = zarr.open_group(str(path), mode="r")
+    x, y = group["X"], group["y"]
+    m, c = x.shape[0], x.chunks[0]
+    bounds = [(s, min(s + c, m)) for s in range(0, m, c)]
+
+    def read(bound):
+        s, e = bound
+        return x[s:e].shape[0] + y[s:e].shape[0]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def step():
+            assert sum(pool.map(read, bounds)) == 2 * m
+
+        with Load() as load:
+            times = repeat(step, iters)
+    note = f"{len(bounds)} chunks of X and y, as dlr streams them"
+    return Timing(f"zarr read, {threads} threads × arr[s:e]", times, load, note)
+
+
+# ----------------------------------------------------------------------------------------- RSS
+
+
+def peak_rss_train(data: Path, model: Path, max_iter: int) -> tuple[float, float, Load]:
+    """Peak RSS (bytes), wall time and machine load of ``dlr train --cache-size 0`` in a fresh
+    process."""
+    argv = [
+        "-q",
+        "train",
+        str(data),
+        "--model",
+        str(model),
+        "--cache-size",
+        "0",
+        "--max-iter",
+        str(max_iter),
+        "--tol",
+        "0",
+        "--overwrite",
+    ]
+    started = time.perf_counter()
+    with Load() as load:
+        done = subprocess.run(
+            [sys.executable, "-c", RSS_CHILD, *argv], capture_output=True, text=True, check=False
+        )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"dlr train failed ({done.returncode}):\n{done.stderr}")
+    kb = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("VMHWM_KB"))
+    return int(kb) * 1024, seconds, load
+
+
+# -------------------------------------------------------------------------------------- report
+
+
+def print_timings(timings: list[Timing], decoded_bytes: int) -> None:
+    print("== seconds per iteration (one full pass over the data)")
+    print("GB/s: decoded X and y per median second; load: cores used by other processes / stolen")
+    print(f"{'contender':34s} {'median':>8s} {'min':>8s} {'GB/s':>6s} {'load':>9s}  notes")
+    for t in timings:
+        rate = decoded_bytes / GB / t.median
+        print(f"{t.name:34s} {t.median:8.3f} {t.min:8.3f} {rate:6.2f} {t.load!s:>9s}  {t.note}")
+    print()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_targets(rows: list[tuple[str, str, str, bool]]) -> None:
+    print("== targets")
+    print(f"{'figure':40s} {'value':>10s}  {'target':12s} result")
+    for name, value, target, ok in rows:
+        print(f"{name:40s} {value:>10s}  {target:12s} {verdict(ok)}")
+
+
+def target_rows(args, cached, streaming, oracle, dask_ml, baseline, zarr_whole, rss) -> list:
+    """(figure, value, target, passed) for the final table."""
+    cached_ratio = cached.median / oracle.median
+    stream_ratio = streaming.median / baseline.median
+    over_stream = dask_ml.median / streaming.median
+    over_cached = dask_ml.median / cached.median
+    read = "arr[:]" if baseline is zarr_whole else "2 threads"
+    rss_gap = abs(rss["big"] - rss["small"]) / rss["small"]
+    rows = [
+        ("dlr cached / NumPy oracle", f"{cached_ratio:.2f}", "≤ 1.2", cached_ratio <= 1.2),
+        (
+            f"dlr streaming / zarr read ({read})",
+            f"{stream_ratio:.2f}",
+            "≤ 1.15",
+            stream_ratio <= 1.15,
+        ),
+        ("dask-ml / dlr streaming", f"{over_stream:.1f}", "≥ 10", over_stream >= 10),
+        ("dask-ml / dlr cached", f"{over_cached:.1f}", "≥ 10", over_cached >= 10),
+    ]
+    for label, samples in (("small", args.samples), ("big", args.big_samples)):
+        size = samples * args.features * 4 / GB
+        rows.append(
+            (
+                f"peak RSS streaming, {size:.1f} GB data",
+                f"{rss[label] / MB:.0f} MB",
+                "< 500 MB",
+                rss[label] < 500 * MB,
+            )
+        )
+    rows.append(("peak RSS big vs small", f"{rss_gap:.1%}", "within 10%", rss_gap <= 0.10))
+    return rows
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--dir",
+        default=str(REPO / "bench-data"),
+        help="where the datasets (and scratch models) live (default: bench-data/)",
+    )
+    p.add_argument("--samples", type=int, default=4_000_000)
+    p.add_argument("--features", type=int, default=64)
+    p.add_argument(
+        "--big-samples",
+        type=int,
+        default=16_000_000,
+        help="samples of the big dataset used for the memory test",
+    )
+    p.add_argument("--iters", type=int, default=5, help="timed iterations after 1 warm-up")
+    p.add_argument(
+        "--dask-ml-iters",
+        type=int,
+        nargs=2,
+        default=(2, 4),
+        metavar=("K1", "K2"),
+        help="dask-ml max_iter values whose fit times are differenced",
+    )
+    p.add_argument(
+        "--dask-ml-repeats", type=int, default=2, help="fits per max_iter; the fastest counts"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=300,
+        help="before each measurement, wait up to this many seconds for other processes to idle",
+    )
+    p.add_argument("--rss-iters", type=int, default=3, help="--max-iter of the RSS training runs")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    directory = Path(args.dir).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    print("== datasets")
+    small = ensure_dataset(directory, args.samples, args.features)
+    big = ensure_dataset(directory, args.big_samples, args.features)
+    print()
+    print_machine(args, {"small": small, "big": big})
+
+    def quiet():
+        gc.collect()
+        waited = wait_until_quiet(args.quiet_wait)
+        if waited > 3:
+            print(f"(waited {waited:.0f}s for other processes to go quiet)")
+
+    quiet()
+    zarr_whole = bench_zarr_whole(small, args.iters)
+    quiet()
+    zarr_chunks = bench_zarr_chunks(small, args.iters)
+    quiet()
+    streaming, _ = bench_dlr(small, 0, args.iters)
+    quiet()
+    cached, dlr_losses = bench_dlr(small, "auto", args.iters)
+    quiet()
+    oracle, oracle_losses = bench_oracle(small, args.iters)
+    quiet()
+    dask_ml = bench_dask_ml(small, *args.dask_ml_iters, args.dask_ml_repeats)
+    decoded = args.samples * args.features * 4 + args.samples
+    print_timings([cached, streaming, oracle, dask_ml, zarr_whole, zarr_chunks], decoded)
+    gap = max(abs(a - b) / abs(b) for a, b in zip(dlr_losses, oracle_losses, strict=True))
+    print(
+        f"check: dlr cached and the oracle made the same {len(dlr_losses)} GD steps; "
+        f"largest relative loss difference {gap:.1e} (float64 vs float32 arithmetic)"
+    )
+    print()
+
+    print(
+        f"== peak RSS of `dlr train --cache-size 0 --max-iter {args.rss_iters} --tol 0`, "
+        "each in a fresh process"
+    )
+    rss = {}
+    for label, data in (("small", small), ("big", big)):
+        quiet()
+        rss[label], seconds, load = peak_rss_train(
+            data, directory / f"model-{label}", args.rss_iters
+        )
+        print(
+            f"{label:6s} {data.name:32s} peak RSS {rss[label] / MB:6.1f} MB, wall {seconds:5.1f}s "
+            f"(imports and the validating pass included), load {load}"
+        )
+    print()
+
+    baseline = min(zarr_whole, zarr_chunks, key=lambda t: t.median)
+    print_targets(target_rows(args, cached, streaming, oracle, dask_ml, baseline, zarr_whole, rss))
+
+
+if __name__ == "__main__":
+    main()
