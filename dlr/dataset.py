@@ -9,6 +9,7 @@ fsspec URL (``s3://...``), with ``storage_options`` passed through to fsspec.
 """
 
 import math
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 from dlr.atomic import is_local
 from dlr.errors import DataError
@@ -304,25 +306,52 @@ def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
     key = arr.metadata.encode_chunk_key(coords)
     if arr.store_path.path:
         key = f"{arr.store_path.path}/{key}"
-    buffer = sync(arr.store_path.store.get(key, prototype=default_buffer_prototype()))
-    if buffer is None:
+    raw = _stored_bytes(arr.store_path.store, key, reuse)
+    if raw is None:
         return None
-    raw = buffer.as_numpy_array()
     frame = raw[:-4]
     if crc32c.crc32c(frame) != int.from_bytes(raw[-4:].tobytes(), "little"):
         raise ValueError("stored and computed crc32c checksums differ")
     shape = arr.chunks
     if reuse:
-        cache = getattr(_buffers, "arrays", None)
-        if cache is None:
-            cache = _buffers.arrays = {}
-        out = cache.get((arr.path, shape, arr.dtype.str))
-        if out is None:
-            out = cache[(arr.path, shape, arr.dtype.str)] = np.empty(shape, dtype=arr.dtype)
+        out = _thread_buffer((arr.path, shape, arr.dtype.str), shape, arr.dtype)
     else:
         out = np.empty(shape, dtype=arr.dtype)
     blosc.decompress(frame, out)
     return out
+
+
+def _thread_buffer(name, shape, dtype) -> np.ndarray:
+    """This thread's reusable array ``name`` (allocated on first use)."""
+    cache = getattr(_buffers, "arrays", None)
+    if cache is None:
+        cache = _buffers.arrays = {}
+    out = cache.get(name)
+    if out is None or out.shape != tuple(shape):
+        out = cache[name] = np.empty(shape, dtype=dtype)
+    return out
+
+
+def _stored_bytes(store, key: str, reuse: bool) -> np.ndarray | None:
+    """The bytes stored under ``key`` (uint8), or None if absent. From a local store they are
+    read into a buffer of this thread, grown as needed, when ``reuse``: a streamed chunk then
+    allocates nothing, which keeps the allocator from holding on to freed chunk-sized blocks."""
+    if reuse and isinstance(store, LocalStore):
+        path = os.path.join(str(store.root), key)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                cache = getattr(_buffers, "stored", None)
+                if cache is None or cache.size < size:  # grown, with headroom, never shrunk
+                    cache = _buffers.stored = np.empty(size + size // 8 + 64, dtype=np.uint8)
+                raw = cache[:size]
+                if f.readinto(memoryview(raw)) != size:
+                    raise ValueError(f"short read of '{path}'")
+                return raw
+        except FileNotFoundError:
+            return None
+    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if buffer is None else buffer.as_numpy_array()
 
 
 def codecs() -> dict:

@@ -7,16 +7,17 @@ import zarr
 from dlr.dataset import _direct, open_dataset, read_block
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-buffers", "thread-buffers"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("samples_first", [True, False], ids=["samples-first", "features-first"])
 def test_direct_reads_equal_zarrs_own_reads_including_the_ragged_last_chunk(
-    dataset, dtype, samples_first
+    dataset, dtype, samples_first, reuse
 ):
     ds = open_dataset(dataset(203, 5, 50, samples_first=samples_first, dtype=dtype))
     assert _direct(ds.x) and _direct(ds.y)
     for i, (start, stop) in enumerate(ds.chunk_bounds()):
         for arr in (ds.x, ds.y):
-            got = read_block(arr, samples_first, start, stop, "d", i)
+            got = read_block(arr, samples_first, start, stop, "d", i, reuse)
             expected = arr[start:stop] if arr.ndim == 1 or samples_first else arr[:, start:stop]
             assert got.dtype == expected.dtype
             np.testing.assert_array_equal(got, expected)
