@@ -110,10 +110,8 @@ def dlr_checkout() -> str:
     return f"{dlr.__version__} from {where}, commit {head.stdout.strip()}{state}"
 
 
-def print_machine(args, paths: dict) -> None:
-    import dask_glm
-    import dask_ml
-
+def print_platform(versions: dict[str, str]) -> None:
+    """The machine, the dlr checkout, library ``versions`` (name → version), BLAS and its env."""
     vm = psutil.virtual_memory()
     print("== machine and conditions")
     print(
@@ -123,11 +121,8 @@ def print_machine(args, paths: dict) -> None:
     print(f"memory    {vm.total / GB:.1f} GB total, {vm.available / GB:.1f} GB available")
     print(f"os        {platform.platform()}, load average {os.getloadavg()[0]:.2f} (1 min)")
     print(f"dlr       {dlr_checkout()}")
-    print(
-        f"versions  python {platform.python_version()}, numpy {np.__version__}, "
-        f"dask {dask.__version__}, zarr {zarr.__version__}, numcodecs {numcodecs.__version__}, "
-        f"dask-ml {dask_ml.__version__}, dask-glm {dask_glm.__version__}"
-    )
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    print(f"versions  python {platform.python_version()}, {listed}")
     for lib in threadpoolctl.threadpool_info():
         if lib["user_api"] == "blas":
             print(
@@ -137,6 +132,22 @@ def print_machine(args, paths: dict) -> None:
             )
     env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}
     print(f"env       {' '.join(f'{k}={v}' for k, v in sorted(env.items())) or 'none set'}")
+
+
+def print_machine(args, paths: dict) -> None:
+    import dask_glm
+    import dask_ml
+
+    print_platform(
+        {
+            "numpy": np.__version__,
+            "dask": dask.__version__,
+            "zarr": zarr.__version__,
+            "numcodecs": numcodecs.__version__,
+            "dask-ml": dask_ml.__version__,
+            "dask-glm": dask_glm.__version__,
+        }
+    )
     print(
         f"dask      threaded scheduler, {dask.config.get('num_workers', None) or os.cpu_count()}"
         " workers (default); dlr kernels pin BLAS to 1 thread, the oracle uses BLAS's default"

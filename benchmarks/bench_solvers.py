@@ -21,8 +21,6 @@ float64, from the coefficients it returns; no solver's own stopping test is trus
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -576,39 +574,24 @@ def print_conditions(args, path: Path) -> None:
     import dask
     import dask_glm
     import dask_ml
-    import psutil
     import sklearn
-    import threadpoolctl
-    from bench_engine import cpu_model, dlr_checkout
+    from bench_engine import print_platform
 
     from dlr.dataset import open_dataset
 
-    vm = psutil.virtual_memory()
     ds = open_dataset(str(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    print("== machine and conditions")
-    print(
-        f"cpu       {cpu_model()}, {os.cpu_count()} logical cores "
-        f"({psutil.cpu_count(logical=False)} physical)"
+    print_platform(
+        {
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+            "dask": dask.__version__,
+            "zarr": zarr.__version__,
+            "dask-ml": dask_ml.__version__,
+            "dask-glm": dask_glm.__version__,
+        }
     )
-    print(f"memory    {vm.total / GB:.1f} GB total, {vm.available / GB:.1f} GB available")
-    print(f"os        {platform.platform()}, load average {os.getloadavg()[0]:.2f} (1 min)")
-    print(f"dlr       {dlr_checkout()}")
-    print(
-        f"versions  python {platform.python_version()}, numpy {np.__version__}, "
-        f"scikit-learn {sklearn.__version__}, dask {dask.__version__}, zarr {zarr.__version__}, "
-        f"dask-ml {dask_ml.__version__}, dask-glm {dask_glm.__version__}"
-    )
-    for lib in threadpoolctl.threadpool_info():
-        if lib["user_api"] == "blas":
-            print(
-                f"blas      {lib['internal_api']} {lib['version']} "
-                f"({Path(lib['filepath']).parent.name}), {lib['num_threads']} threads, "
-                f"arch {lib.get('architecture')}"
-            )
     print("          dlr's kernels pin BLAS to 1 thread per task; the others use its default")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}
-    print(f"env       {' '.join(f'{k}={v}' for k, v in sorted(env.items())) or 'none set'}")
     rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     print(
         f"data      {rel}: {ds.n_samples} × {ds.n_features} {ds.x.dtype}, {ds.n_chunks} chunks "
