@@ -287,7 +287,6 @@ def _direct(arr: zarr.Array) -> bool:
         and isinstance(compressors[1], Crc32cCodec)
         and arr.dtype.isnative
         and sys.byteorder == "little"
-        and getattr(arr.metadata, "chunk_key_encoding", None) is not None
     )
 
 

@@ -87,6 +87,7 @@ class Objective:
         self.M = np.eye(n + 1)
         self.M[:n, :n] = np.diag(1.0 / self.scale)
         self.M[n, :n] = -self.mean / self.scale
+        self.M_blocks = np.kron(np.eye(self.k), self.M)  # M for each class's block of the Hessian
         free = np.ones((self.k, n + 1), dtype=bool)
         free[:, n] = fit_intercept
         self.free = free.ravel()
@@ -139,7 +140,7 @@ class Objective:
         grad[self.is_coef] += self.l2 * w
         hess = None
         if hessian:
-            B = np.kron(np.eye(self.k), self.M)
+            B = self.M_blocks
             hess = matmul(matmul(B.T, total["hess"]), B)[np.ix_(self.free, self.free)] / S
             hess[np.diag_indices_from(hess)] += self.l2 * self.is_coef
         validation_loss = None
