@@ -25,6 +25,7 @@ from zarr.storage import LocalStore
 
 from dlr.atomic import is_local
 from dlr.errors import DataError
+from dlr.memory import populated_empty
 
 SAMPLES_FIRST = ("sample", "feature")
 FEATURES_FIRST = ("feature", "sample")
@@ -305,7 +306,7 @@ def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
     key = arr.metadata.encode_chunk_key(coords)
     if arr.store_path.path:
         key = f"{arr.store_path.path}/{key}"
-    raw = _stored_bytes(arr.store_path.store, key, reuse)
+    raw = _stored_bytes(arr.store_path.store, key)
     if raw is None:
         return None
     frame = raw[:-4]
@@ -315,7 +316,7 @@ def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
     if reuse:
         out = _thread_buffer((arr.path, shape, arr.dtype.str), shape, arr.dtype)
     else:
-        out = np.empty(shape, dtype=arr.dtype)
+        out = populated_empty(shape, arr.dtype)
     blosc.decompress(frame, out)
     return out
 
@@ -331,11 +332,12 @@ def _thread_buffer(name, shape, dtype) -> np.ndarray:
     return out
 
 
-def _stored_bytes(store, key: str, reuse: bool) -> np.ndarray | None:
+def _stored_bytes(store, key: str) -> np.ndarray | None:
     """The bytes stored under ``key`` (uint8), or None if absent. From a local store they are
-    read into a buffer of this thread, grown as needed, when ``reuse``: a streamed chunk then
-    allocates nothing, which keeps the allocator from holding on to freed chunk-sized blocks."""
-    if reuse and isinstance(store, LocalStore):
+    read into a buffer of this thread, grown as needed, that the thread's next read overwrites
+    (the caller decodes them at once): reading allocates nothing, which keeps the allocator from
+    holding on to freed chunk-sized blocks and spares fresh pages their first-touch faults."""
+    if isinstance(store, LocalStore):
         path = os.path.join(str(store.root), key)
         try:
             with open(path, "rb") as f:
