@@ -22,6 +22,7 @@ from dlr.kernel import (
     chunk_partials,
     chunk_summary,
     merge_summaries,
+    partials_at_zero,
     pin_blas_for_process,
     single_threaded_blas,
 )
@@ -39,6 +40,8 @@ def current_get():
 
 def client_of(get):
     """The distributed Client behind ``get``, or None for a local scheduler."""
+    if "distributed" not in sys.modules:
+        return None  # no Client can exist; don't pay for importing distributed
     from distributed import Client
 
     owner = getattr(get, "__self__", None)
@@ -94,8 +97,17 @@ def _partials_task(x, y, s, theta, labels, samples_first, hessian):
     )
 
 
-def _summary_task(x, y, s, samples_first, context):
-    return chunk_summary(x, y, s, samples_first=samples_first, check=context)
+def _summary_task(x, y, s, samples_first, context, moments):
+    return chunk_summary(x, y, s, samples_first=samples_first, check=context, moments=moments)
+
+
+def _load_task(x, y, s, samples_first, context, moments):
+    """A chunk to keep, with its first-pass summary, from one read: (x, y, s, summary)."""
+    return x, y, s, _summary_task(x, y, s, samples_first, context, moments)
+
+
+def _given(value):
+    return value
 
 
 def sum_in_order(parts: list[dict]) -> dict:
@@ -112,11 +124,13 @@ class Engine:
 
     Holds the chunk cache: chunks that fit in ``cache_size`` bytes are read and decoded once,
     in :meth:`__init__`, and kept (in this process on a local scheduler, in worker memory on a
-    distributed cluster); the others are streamed from storage on every pass.
+    distributed cluster); the others are streamed from storage on every pass. ``moments``: the
+    first pass also gives the features' means and variances (for standardizing).
     """
 
-    def __init__(self, source: Source, *, cache_size="auto", get=None):
+    def __init__(self, source: Source, *, cache_size="auto", get=None, moments=False):
         self.source = source
+        self.moments = moments
         self.get = get or current_get()
         self.client = client_of(self.get)
         if self.client is not None:
@@ -125,6 +139,8 @@ class Engine:
         self.n_passes = 0
         self.cached_bytes = 0
         self._exprs = [source.exprs(i) for i in range(source.n_chunks)]
+        self._summaries: list[dict | None] = [None] * source.n_chunks
+        self.summary: dict | None = None  # the merged first-pass summary, once summarized
         self._graph = source.graph
         self._cache(self._cached_chunks(parse_size(cache_size)))
 
@@ -150,16 +166,19 @@ class Engine:
         if self.client is None:
             if self.source.in_memory:
                 return  # already decoded in this process: the expressions are the arrays
+            # Each chunk is summarized by the task that reads it, while it is in the CPU cache:
+            # the first pass then costs no second visit (see summarize).
             keys = [(f"dlr-load-{self.token}", i) for i in chunks]
-            dsk = {
-                **self._graph,
-                **{
-                    k: (tuple, list(self.source.exprs(i, streamed=False)))
-                    for k, i in zip(keys, chunks, strict=True)
-                },
-            }
-            for i, loaded in zip(chunks, self.compute(dsk, keys), strict=True):
-                self._exprs[i] = loaded
+            dsk = dict(self._graph)
+            for key, i in zip(keys, chunks, strict=True):
+                dsk[key] = (
+                    _load_task,
+                    *self.source.exprs(i, streamed=False),
+                    *self._summary_args(i),
+                )
+            for i, (*loaded, summary) in zip(chunks, self.compute(dsk, keys), strict=True):
+                self._exprs[i] = tuple(loaded)
+                self._summaries[i] = summary
             return
         dsk, keys = dict(self._graph), []
         for i in chunks:
@@ -178,32 +197,47 @@ class Engine:
                 for j, e in enumerate(self._exprs[i])
             )
 
-    def _run(self, name: str, task, args_of) -> list:
-        """One pass: ``task(x, y, s, *args_of(i))`` on every chunk, results in chunk order."""
-        keys = [
-            (f"dlr-{name}-{self.token}-{self.n_passes}", i) for i in range(self.source.n_chunks)
-        ]
+    def _run(self, name: str, task, args_of, chunks=None) -> list:
+        """One pass: ``task(x, y, s, *args_of(i))`` on every chunk (or on ``chunks``), results
+        in chunk order."""
+        chunks = range(self.source.n_chunks) if chunks is None else chunks
+        keys = [(f"dlr-{name}-{self.token}-{self.n_passes}", i) for i in chunks]
         dsk = dict(self._graph)
-        for i, key in enumerate(keys):
+        for i, key in zip(chunks, keys, strict=True):
             dsk[key] = (task, *self._exprs[i], *args_of(i))
         if self._graph:  # input dask graph: keep only the tasks still needed (cache may cover some)
             dsk, _ = cull(dsk, keys)
         self.n_passes += 1
         return keys, dsk
 
+    def _summary_args(self, i: int) -> tuple:
+        src = self.source
+        return src.samples_first, ChunkContext(src.origin, i, *src.bounds[i]), self.moments
+
     def summarize(self) -> dict:
         """The first pass: validate every value and summarize the data (see
-        :func:`dlr.kernel.chunk_summary`), merged in chunk order."""
-        src = self.source
-        keys, dsk = self._run(
-            "summary",
-            _summary_task,
-            lambda i: (src.samples_first, ChunkContext(src.origin, i, *src.bounds[i])),
-        )
-        return merge_summaries(self.compute(dsk, keys))
+        :func:`dlr.kernel.chunk_summary`), merged in chunk order. Chunks loaded into the cache
+        were summarized as they were read; only the others are visited here."""
+        todo = [i for i, done in enumerate(self._summaries) if done is None]
+        keys, dsk = self._run("summary", _summary_task, self._summary_args, todo)
+        if keys:
+            for i, summary in zip(todo, self.compute(dsk, keys), strict=True):
+                self._summaries[i] = summary
+        self.summary = merge_summaries(self._summaries)
+        return self.summary
 
     def partials_graph(self, theta: np.ndarray, labels: Labels, hessian: bool):
-        """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1)."""
+        """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1).
+
+        At θ = 0 the loss and gradient follow from the first pass's per-label sums (see
+        :func:`dlr.kernel.partials_at_zero`): the graph is then a constant and no pass is made.
+        """
+        if not hessian and not theta.any() and "label_sums" in (self.summary or {}):
+            targets = labels.encode(self.summary["labels"])
+            weights = labels.weigh(targets, None)
+            total = (f"dlr-zero-{self.token}", self.n_passes)
+            value = partials_at_zero(self.summary, targets, weights, theta.shape[0])
+            return {total: (_given, value)}, total
         src = self.source
         keys, dsk = self._run(
             "part", _partials_task, lambda i: (theta, labels, src.samples_first, hessian)

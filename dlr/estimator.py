@@ -195,7 +195,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             )
         started = time.perf_counter()
         source, decoded = _training_source(X, y, sample_weight, x_name, y_name, storage_options)
-        engine = Engine(source, cache_size=self.cache_size)
+        engine = Engine(source, cache_size=self.cache_size, moments=self.standardize)
         summary = engine.summarize()
         validation, validation_summary = None, None
         if validation_data is not None:

@@ -26,7 +26,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from dlr.errors import DataError
-from dlr.linalg import aligned
+from dlr.linalg import aligned, dot, matmul
 from dlr.logistic import softplus_and_sigmoid
 
 BLOCK_BYTES = 4 << 20
@@ -34,6 +34,9 @@ MIN_BLOCK_SAMPLES = 64
 
 #: More distinct labels than this in a classification target is an error, not a model.
 MAX_CLASSES = 1000
+
+#: Chunks with at most this many distinct labels carry per-label feature sums in their summary.
+MAX_LABEL_SUMS = 16
 
 
 def block_samples(n_features: int) -> int:
@@ -237,37 +240,72 @@ def chunk_summary(
     *,
     samples_first: bool,
     check: "ChunkContext",
+    moments: bool = False,
 ) -> dict:
     """Validate a chunk and summarize it for the first pass.
 
-    Returns ``count``; per-feature ``mean`` and ``m2`` (sum of squared deviations), float64;
-    and, with labels, the sorted distinct ``labels`` with their ``counts`` and summed
-    ``weights``. Raises :class:`DataError` naming the chunk and sample for non-finite
-    features, labels or weights, non-integral labels, negative weights or too many labels.
+    Returns ``count``; with ``moments``, per-feature ``mean`` and ``m2`` (sum of squared
+    deviations); and, with labels, the sorted distinct ``labels`` (L,) with their ``counts``,
+    summed ``weights`` (L,) and — for at most :data:`MAX_LABEL_SUMS` labels — ``label_sums``
+    (L, n), the weighted feature sums Σ s_i x_i over the samples of each label, from which the
+    loss and gradient at θ = 0 follow without another pass (:func:`partials_at_zero`). All
+    float64. Raises :class:`DataError` naming the chunk and sample for non-finite features,
+    labels or weights, non-integral labels, negative weights or too many labels.
     """
     n = x.shape[1] if samples_first else x.shape[0]
-    moments = (0, np.zeros(n), np.zeros(n))
-    with single_threaded_blas():
-        for b0, _, xb in _blocks(x, n, samples_first):
-            check.features(xb, b0)
-            mean = xb.mean(axis=0)
-            moments = _merge_moments(moments, (xb.shape[0], mean, ((xb - mean) ** 2).sum(axis=0)))
-    out = {"count": moments[0], "mean": moments[1], "m2": moments[2]}
+    m_c = x.shape[0] if samples_first else x.shape[1]
+    by_label = None
+    if y is not None:
+        y = np.asarray(y)
+        check.labels(y)
+        if s is not None:
+            s = np.asarray(s, dtype=np.float64)
+            check.weights(s)
+        labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        if labels.size > MAX_CLASSES:
+            raise DataError(
+                f"y has {labels.size} distinct labels in {check.where()} (more than "
+                f"{MAX_CLASSES}): logistic regression needs class labels, not a continuous target"
+            )
+        if labels.size <= MAX_LABEL_SUMS:
+            by_label = aligned((labels.size, m_c))  # row l: s_i where y_i is label l, else 0
+            by_label[:] = 0.0
+            by_label[inverse, np.arange(m_c)] = 1.0 if s is None else s
+            label_sums = np.zeros((labels.size, n))
+    rows = min(block_samples(n), m_c)
+    ones, sums, part = aligned((rows,)), aligned((n,)), aligned((n,))
+    ones[:] = 1.0
+    stats = (0, np.zeros(n), np.zeros(n))
+    with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+        for b0, b1, xb in _blocks(x, n, samples_first):
+            # Every sum below takes in every value of the block, so a NaN or inf anywhere in it
+            # shows in them: the block is scanned for the culprit only then.
+            finite = True
+            if by_label is not None:
+                for label, row in enumerate(by_label):
+                    np.matmul(row[b0:b1], xb, out=part)
+                    label_sums[label] += part
+                    finite = finite and np.isfinite(part).all()
+            if moments or by_label is None:
+                np.matmul(ones[: b1 - b0], xb, out=sums)
+                finite = finite and np.isfinite(sums).all()
+            if not finite:
+                check.features(x[b0:b1] if samples_first else x[:, b0:b1].T, b0)
+            if moments:
+                mean = sums / (b1 - b0)
+                xb -= mean  # the block's own copy, overwritten in place
+                xb *= xb
+                np.matmul(ones[: b1 - b0], xb, out=sums)
+                stats = _merge_moments(stats, (b1 - b0, mean, sums.copy()))
+    out = {"count": m_c}
+    if moments:
+        out.update(mean=stats[1], m2=stats[2])
     if y is None:
         return out
-    y = np.asarray(y)
-    check.labels(y)
-    if s is not None:
-        s = np.asarray(s, dtype=np.float64)
-        check.weights(s)
-    labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    if labels.size > MAX_CLASSES:
-        raise DataError(
-            f"y has {labels.size} distinct labels in {check.where()} (more than {MAX_CLASSES}): "
-            "logistic regression needs class labels, not a continuous target"
-        )
     weights = counts.astype(np.float64) if s is None else np.bincount(inverse, weights=s)
     out.update(labels=labels.astype(np.int64), counts=counts, weights=weights)
+    if by_label is not None:
+        out["label_sums"] = label_sums
     return out
 
 
@@ -283,18 +321,28 @@ def _merge_moments(a, b):
 
 
 def merge_summaries(parts: list[dict]) -> dict:
-    """Combine chunk summaries in chunk order (deterministic)."""
-    moments = (0, np.zeros_like(parts[0]["mean"]), np.zeros_like(parts[0]["m2"]))
+    """Combine chunk summaries in chunk order (deterministic). ``label_sums`` survive only if
+    every chunk has them."""
+    stats = None
+    if "mean" in parts[0]:
+        stats = (0, np.zeros_like(parts[0]["mean"]), np.zeros_like(parts[0]["m2"]))
     labels: dict[int, list] = {}
+    with_sums = all("label_sums" in p for p in parts)
     for p in parts:
-        moments = _merge_moments(moments, (p["count"], p["mean"], p["m2"]))
-        for label, count, weight in zip(
-            p.get("labels", ()), p.get("counts", ()), p.get("weights", ()), strict=True
+        if stats is not None:
+            stats = _merge_moments(stats, (p["count"], p["mean"], p["m2"]))
+        sums = p["label_sums"] if with_sums else [None] * len(p.get("labels", ()))
+        for label, count, weight, total in zip(
+            p.get("labels", ()), p.get("counts", ()), p.get("weights", ()), sums, strict=True
         ):
-            entry = labels.setdefault(int(label), [0, 0.0])
+            entry = labels.setdefault(int(label), [0, 0.0, 0.0])
             entry[0] += int(count)
             entry[1] += float(weight)
-    out = {"count": moments[0], "mean": moments[1], "m2": moments[2]}
+            if with_sums:
+                entry[2] = entry[2] + total
+    out = {"count": sum(p["count"] for p in parts)}
+    if stats is not None:
+        out.update(mean=stats[1], m2=stats[2])
     if "labels" in parts[0]:
         keys = sorted(labels)
         out.update(
@@ -302,7 +350,36 @@ def merge_summaries(parts: list[dict]) -> dict:
             counts=np.array([labels[c][0] for c in keys], dtype=np.int64),
             weights=np.array([labels[c][1] for c in keys]),
         )
+        if with_sums:
+            out["label_sums"] = np.array([labels[c][2] for c in keys]).reshape(len(keys), -1)
     return out
+
+
+def partials_at_zero(summary: dict, targets: np.ndarray, weights: np.ndarray | None, k: int):
+    """What :func:`chunk_partials` would sum over the data at θ = 0, from a merged summary.
+
+    At θ = 0 every logit is 0, so each sample's loss is log 2 (binary) or log K and its
+    residual depends only on its label: p − onehot(t) with p = 1/2 or 1/K. With the summary's
+    per-label weight totals W_l and feature sums S_l (L, n):
+
+        loss = log(2 or K)·Σ_l c_l W_l,   grad = Σ_l c_l (p − onehot(t_l)) ⊗ [S_l, W_l]
+
+    ``targets`` (L,) are the labels' encoded targets, ``weights`` (L,) their class weights c_l
+    (None for 1); ``k`` the number of parameter rows (1 binary, K multinomial).
+    """
+    c = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64)
+    totals = np.column_stack([summary["label_sums"], summary["weights"]])  # (L, n + 1)
+    if k == 1:
+        residual = (0.5 - np.asarray(targets, dtype=np.float64))[:, None]  # (L, 1)
+        loss = np.log(2.0)
+    else:
+        residual = np.full((len(targets), k), 1.0 / k)
+        residual[np.arange(len(targets)), np.asarray(targets, dtype=np.intp)] -= 1.0
+        loss = np.log(k)
+    return {
+        "loss": np.array(loss * dot(c, summary["weights"])),
+        "grad": matmul((residual * c[:, None]).T, totals),
+    }
 
 
 class ChunkContext:

@@ -81,9 +81,11 @@ class Objective:
         n = engine.source.n_features
         self.k = 1 if len(classes) == 2 else len(classes)
         self.n_features = n
-        self.mean = summary["mean"] if standardize else np.zeros(n)
-        scale = np.sqrt(summary["m2"] / summary["count"])
-        self.scale = np.where(scale > 0, scale, 1.0) if standardize else np.ones(n)
+        self.mean, self.scale = np.zeros(n), np.ones(n)
+        if standardize:  # the summary holds moments (Engine(moments=True))
+            self.mean = summary["mean"]
+            scale = np.sqrt(summary["m2"] / summary["count"])
+            self.scale = np.where(scale > 0, scale, 1.0)
         self.M = np.eye(n + 1)
         self.M[:n, :n] = np.diag(1.0 / self.scale)
         self.M[n, :n] = -self.mean / self.scale

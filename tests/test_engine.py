@@ -99,9 +99,25 @@ def test_each_evaluation_is_one_pass_and_only_cached_chunks_are_read_once(datase
     assert sorted(reads) == [("X", 0), ("X", 1), ("y", 0), ("y", 1)]
     engine.summarize()
     for hessian in (False, True, False):
-        engine.partials(np.zeros((1, 6)), Labels(np.array([0, 1])), hessian=hessian)
+        engine.partials(np.full((1, 6), 0.1), Labels(np.array([0, 1])), hessian=hessian)
     assert sorted(reads[4:]) == sorted([(a, i) for a in ("X", "y") for i in (2, 3, 4)] * 4)
     assert engine.n_passes == 4
+
+
+def test_loss_and_gradient_at_zero_come_from_the_first_pass_without_reading(dataset, reads):
+    path = dataset(203, 5, 50)
+    labels = Labels(np.array([0, 1]))
+    engine = Engine(from_dataset(open_dataset(path)), cache_size=0)
+    engine.summarize()
+    read, passes = len(reads), engine.n_passes
+    zero = engine.partials(np.zeros((1, 6)), labels)
+    assert (len(reads), engine.n_passes) == (read, passes)
+    fresh = Engine(from_dataset(open_dataset(path)), cache_size=0)  # not summarized: a real pass
+    assert fresh.summary is None
+    computed = fresh.partials(np.zeros((1, 6)), labels)
+    assert len(reads) > read
+    assert_matches(zero["loss"], computed["loss"], 1e-13)
+    assert_matches(zero["grad"], computed["grad"], 1e-13)
 
 
 @pytest.mark.parametrize("solver", ["gd", "newton", "lbfgs"])

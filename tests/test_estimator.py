@@ -65,7 +65,9 @@ def test_fitted_attributes_have_scikit_learn_shapes(data):
     assert model.classes_.tolist() == [0, 1]
     assert model.n_features_in_ == 4
     assert model.n_iter_ == 50
-    assert model.n_passes_ == 52  # the validating first pass, the start, 50 iterations
+    # the validating first pass (which also gives the loss and gradient at the start, w = b = 0)
+    # and one pass per iteration
+    assert model.n_passes_ == 51
     assert model.loss_history_.shape == (51,)
     assert model.grad_norm_history_.shape == (50,)
     assert model.grad_norm_history_[-1] < model.grad_norm_history_[0]

@@ -14,6 +14,7 @@ from dlr.kernel import (
     chunk_partials,
     chunk_summary,
     merge_summaries,
+    partials_at_zero,
 )
 from tests.conftest import assert_matches
 
@@ -161,22 +162,34 @@ def context():
     return ChunkContext("'data.zarr'", 3, 300, 400)
 
 
-def summarize(X, y=None, s=None, samples_first=True):
+def summarize(X, y=None, s=None, samples_first=True, moments=False):
     return chunk_summary(
-        stored(X, samples_first), y, s, samples_first=samples_first, check=context()
+        stored(X, samples_first),
+        y,
+        s,
+        samples_first=samples_first,
+        check=context(),
+        moments=moments,
     )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_summary_names_the_chunk_and_first_sample_with_non_finite_features(bad, samples_first):
+@pytest.mark.parametrize(
+    "labels", [None, np.zeros(100), np.arange(100) % 3], ids=["no-y", "1", "3"]
+)
+@pytest.mark.parametrize("moments", [False, True], ids=["", "moments"])
+def test_summary_names_the_chunk_and_first_sample_with_non_finite_features(
+    bad, labels, moments, samples_first, block
+):
     X = np.ones((100, 3))
     X[42, 1] = bad
+    X[70, 2] = bad
     with pytest.raises(
         DataError,
         match=r"X holds NaN or inf in 'data.zarr', chunk 3 "
         r"\(samples 300–399\): first at sample 342",
     ):
-        summarize(X, np.zeros(100), samples_first=samples_first)
+        summarize(X, labels, samples_first=samples_first, moments=moments)
 
 
 @pytest.mark.parametrize(
@@ -213,8 +226,11 @@ def test_summary_refuses_a_continuous_target():
 
 def test_summary_counts_classes_and_moments_and_merges_in_order(data, block):
     X, _, t, s, _, _ = data
-    whole = summarize(X, t + 5, s)
-    parts = [summarize(X[a:b], t[a:b] + 5, s[a:b]) for a, b in ((0, 123), (123, 124), (124, 500))]
+    whole = summarize(X, t + 5, s, moments=True)
+    parts = [
+        summarize(X[a:b], t[a:b] + 5, s[a:b], moments=True)
+        for a, b in ((0, 123), (123, 124), (124, 500))
+    ]
     merged = merge_summaries(parts)
     for summary in (whole, merged):
         assert summary["count"] == M
@@ -223,6 +239,42 @@ def test_summary_counts_classes_and_moments_and_merges_in_order(data, block):
         np.testing.assert_array_equal(summary["labels"], [5, 6, 7, 8])
         np.testing.assert_array_equal(summary["counts"], np.bincount(t))
         assert_matches(summary["weights"], np.bincount(t, weights=s), 1e-14)
+        sums = [(s[t == c, None] * X[t == c]).sum(axis=0) for c in range(4)]
+        assert_matches(summary["label_sums"], np.array(sums), 1e-13)
+    assert "mean" not in summarize(X, t, s)
+
+
+def test_without_moments_or_with_many_labels_the_summary_omits_them(data):
+    X, _, t, s, _, _ = data
+    assert {"mean", "m2"}.isdisjoint(summarize(X, t, s))
+    many = np.arange(M) % (kernel.MAX_LABEL_SUMS + 1)
+    assert "label_sums" not in summarize(X, many)
+    parts = [summarize(X[:100], many[:100]), summarize(X[100:], t[100:])]
+    assert "label_sums" not in merge_summaries(parts)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["", "weighted"])
+def test_the_first_pass_gives_loss_and_gradient_at_zero_without_another(
+    data, samples_first, weighted
+):
+    """partials_at_zero from the summary's per-label sums = chunk_partials at θ = 0."""
+    X, y, t, s, _, _ = data
+    s = s if weighted else None
+    x = stored(X, samples_first)
+    raw = np.where(y == 1, 9, 4)  # binary labels 4 and 9, encoded 0/1
+    summary = summarize(X, raw, s, samples_first)
+    expected = chunk_partials(x, y, s, np.zeros((1, N + 1)), samples_first=samples_first)
+    got = partials_at_zero(summary, np.array([0, 1]), None, 1)
+    assert_matches(got["loss"], expected["loss"], 1e-13)
+    assert_matches(got["grad"], expected["grad"], 1e-13)
+    # multinomial, with class weights
+    c = np.array([0.5, 1.0, 2.0, 3.0])
+    summary = summarize(X, t + 5, s, samples_first)
+    weights = c[t] if s is None else c[t] * s
+    expected = chunk_partials(x, t, weights, np.zeros((4, N + 1)), samples_first=samples_first)
+    got = partials_at_zero(summary, np.arange(4), c, 4)
+    assert_matches(got["loss"], expected["loss"], 1e-13)
+    assert_matches(got["grad"], expected["grad"], 1e-13)
 
 
 BLAS_CHECK = """
