@@ -25,7 +25,7 @@ from zarr.storage import LocalStore
 
 from dlr.atomic import is_local
 from dlr.errors import DataError
-from dlr.memory import populated_empty
+from dlr.memory import small_page_empty
 
 SAMPLES_FIRST = ("sample", "feature")
 FEATURES_FIRST = ("feature", "sample")
@@ -316,7 +316,7 @@ def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
     if reuse:
         out = _thread_buffer((arr.path, shape, arr.dtype.str), shape, arr.dtype)
     else:
-        out = populated_empty(shape, arr.dtype)
+        out = small_page_empty(shape, arr.dtype)
     blosc.decompress(frame, out)
     return out
 
