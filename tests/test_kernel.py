@@ -297,3 +297,23 @@ assert blas_threads() == before, (blas_threads(), before)
 def test_blas_runs_single_threaded_inside_kernels_and_is_restored_after():
     # In a fresh process: kernels of other tests may still hold the limit in this one.
     subprocess.run([sys.executable, "-c", BLAS_CHECK], check=True)
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([True, False, True, True]),
+        np.array([3, 0, 3, 7], dtype=np.uint8),
+        np.array([-2, 5, -2, 9]),
+        np.array([70000, 5, 70000, 1]),
+        np.array([1.0, 0.0, 4.0, 1.0]),
+    ],
+    ids=["bool", "uint8", "negative", "large", "float"],
+)
+def test_summary_finds_the_labels_of_any_dtype(y):
+    summary = summarize(np.ones((4, 2)), y)
+    labels, counts = np.unique(y, return_counts=True)
+    np.testing.assert_array_equal(summary["labels"], labels.astype(np.int64))
+    np.testing.assert_array_equal(summary["counts"], counts)
+    expected = [np.ones(2) * (y == label).sum() for label in labels]
+    np.testing.assert_array_equal(summary["label_sums"], expected)
