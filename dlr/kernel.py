@@ -81,6 +81,21 @@ class _Workspace:
         self.hx = aligned((rows, n)) if hessian else None
         self.hxx = aligned((n, n)) if hessian else None
         self.hxb = aligned((n,)) if hessian else None
+        self._views: dict[int, tuple] = {}
+        self.grad_w = self.grad_b = None  # the binary gradient sums, bound by chunk_partials
+
+    def binary_views(self, rows: int) -> tuple:
+        """(z as (rows, 1), z, labels, (softplus, σ, scratch)) for a block of ``rows``: made
+        once per block length, as a chunk's blocks all have one length but the last."""
+        views = self._views.get(rows)
+        if views is None:
+            views = self._views[rows] = (
+                self.z[:rows],
+                self.z[:rows, 0],
+                self.v1[:rows],
+                (self.sp[:rows], self.sa[:rows], self.st[:rows]),
+            )
+        return views
 
 
 def chunk_partials(
@@ -114,6 +129,7 @@ def chunk_partials(
     m_c = x.shape[0] if samples_first else x.shape[1]
     ws = _Workspace(min(block_samples(n), m_c), theta, hessian)
     block = _binary_block if k == 1 else _multinomial_block
+    ws.grad_w, ws.grad_b = out["grad"][0, :n], out["grad"][0, n:]
     with single_threaded_blas():
         for b0, b1, xb in _blocks(x, n, samples_first):
             sb = None if s is None else s[b0:b1]
@@ -126,28 +142,28 @@ def chunk_partials(
 def _binary_block(xb, yb, sb, ws: _Workspace, out):
     """Accumulate one block of the binary model into ``out`` (see :func:`chunk_partials`)."""
     rows, n = xb.shape
-    z, y, tmp = ws.z[:rows, 0], ws.v1[:rows], ws.v2[:rows]
-    np.matmul(xb, ws.wt, out=ws.z[:rows])
+    z2, z, y, loss_scratch = ws.binary_views(rows)
+    np.matmul(xb, ws.wt, out=z2)
     z += ws.b[0]
     np.copyto(y, yb, casting="unsafe")
-    loss, dz = softplus_and_sigmoid(z, (ws.sp[:rows], ws.sa[:rows], ws.st[:rows]))
+    loss, dz = softplus_and_sigmoid(z, loss_scratch)
     h = None
     if "hess" in out:  # a(1 − a), before dz = a − y overwrites a
         h = ws.v3[:rows]
         np.subtract(1.0, dz, out=ws.st[:rows])
         np.multiply(dz, ws.st[:rows], out=h)
     dz -= y
-    np.multiply(y, z, out=tmp)
     if sb is None:
-        out["loss"] += loss.sum() - tmp.sum()
+        out["loss"] += loss.sum() - np.dot(y, z)
     else:
-        loss -= tmp
+        np.multiply(y, z, out=ws.v2[:rows])
+        loss -= ws.v2[:rows]
         loss *= sb
         out["loss"] += loss.sum()
         dz *= sb
     np.matmul(dz, xb, out=ws.g[0])
-    out["grad"][0, :n] += ws.g[0]
-    out["grad"][0, n] += dz.sum()
+    ws.grad_w += ws.g[0]
+    ws.grad_b += dz.sum()
     if h is not None:
         if sb is not None:
             h *= sb

@@ -24,19 +24,21 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
-    """(log(1 + exp(z)), σ(z)) from a single exp, for the per-chunk kernel's hot loop.
+    """(log(1 + exp(z)), σ(z)) for the per-chunk kernel's hot loop: ten in-place operations.
 
+    With m = max(z, 0) and t = exp(−|z|): softplus = m + log1p(t), and σ(z) = exp(z − m)/(1 + t),
+    exp(z − m) being 1 for z ≥ 0 and exactly t otherwise (the same exp of the same number).
     ``out``: optional (sp, a, t) arrays shaped like z to compute into, allocation-free.
     """
     sp, a, t = out if out is not None else (np.empty_like(z), np.empty_like(z), np.empty_like(z))
     np.abs(z, out=t)
     np.negative(t, out=t)
     np.exp(t, out=t)
-    np.log1p(t, out=sp)
     np.maximum(z, 0.0, out=a)
+    np.log1p(t, out=sp)
     sp += a
-    np.copyto(a, t)
-    np.copyto(a, 1.0, where=z >= 0)
+    np.subtract(z, a, out=a)
+    np.exp(a, out=a)
     t += 1.0
     a /= t
     return sp, a
