@@ -4,6 +4,7 @@ One run prints, side by side, the time per gradient-descent iteration of
 
 - dlr with its chunk cache (``cache_size="auto"``) and streaming (``cache_size=0``),
 - the in-memory NumPy oracle (``dlr.oracle.gradients`` on float32 data, plus the update),
+  in runs alternating with dlr cached's so that both meet the same conditions,
 - dask-ml's ``LogisticRegression(solver="gradient_descent")`` on ``da.from_zarr`` of the data,
 - zarr alone, reading and decoding every chunk (no math),
 
@@ -274,43 +275,69 @@ def dlr_stepper(engine: Engine):
     return step
 
 
-def bench_dlr(path: Path, cache_size, iters: int) -> tuple[Timing, list[float]]:
-    """Loss and gradient by the engine plus the GD update, inside ``single_threaded_blas`` as in
-    LogisticRegression.fit; also the losses."""
+def bench_streaming(path: Path, iters: int) -> Timing:
+    """Loss and gradient by the engine with no cache, plus the GD update, inside
+    ``single_threaded_blas`` as in LogisticRegression.fit."""
     with single_threaded_blas():
         started = time.perf_counter()
-        engine = Engine(from_dataset(open_dataset(str(path))), cache_size=cache_size)
+        engine = Engine(from_dataset(open_dataset(str(path))), cache_size=0)
         step = dlr_stepper(engine)
         setup = time.perf_counter() - started
-        losses = []
         with Load() as load:
-            times = repeat(lambda: losses.append(step()), iters)
-    label = "dlr cached" if cache_size else "dlr streaming"
-    note = f"{engine.cached_bytes / GB:.2f} GB cached, setup {setup:.1f}s"
-    return Timing(label, times, load, note), losses
+            times = repeat(step, iters)
+    return Timing("dlr streaming", times, load, f"0.00 GB cached, setup {setup:.1f}s")
 
 
-def bench_oracle(path: Path, iters: int) -> tuple[Timing, list[float]]:
-    """dlr.oracle.gradients on X (n, m) float32 C-contiguous in memory, plus the update."""
+def oracle_stepper(path: Path):
+    """dlr.oracle.gradients on X (n, m) float32 C-contiguous in memory, plus the update.
+    Returns ``(step() -> loss, note)``."""
     ds = open_dataset(str(path))
     samples_by_features = ds.x[:]
     X = np.ascontiguousarray(samples_by_features.T)
     del samples_by_features
     Y = ds.y[:].astype(np.float32)[None, :]
     state = {"w": np.zeros((X.shape[0], 1), dtype=np.float32), "b": np.float32(0)}
-    losses = []
 
     def step():
         J, dw, db = gradients(X, Y, state["w"], state["b"])
         state["w"] = state["w"] - LEARNING_RATE * dw
         state["b"] = state["b"] - LEARNING_RATE * db
-        losses.append(J)
+        assert state["w"].dtype == np.float32
+        return J
 
+    return step, f"X {X.shape} float32 in memory ({X.nbytes / GB:.2f} GB)"
+
+
+def bench_cached_and_oracle(path: Path, iters: int, rounds: int = 3):
+    """dlr cached and the NumPy oracle in alternating runs: ``rounds`` times, 1 + ``iters``
+    iterations of dlr (BLAS pinned to one thread, as in LogisticRegression.fit), then 1 + ``iters``
+    of the oracle (BLAS's default); the first of each run is a warm-up. On a shared VM the
+    speed of memory drifts by ±10% from minute to minute; alternating keeps both under the same
+    drift. (Alternating single iterations does not work: each workload then runs 30% slower
+    right after the other.) Returns (dlr Timing, oracle Timing, dlr losses, oracle losses)."""
+    started = time.perf_counter()
+    engine = Engine(from_dataset(open_dataset(str(path))), cache_size="auto")
+    with single_threaded_blas():
+        dlr_step = dlr_stepper(engine)
+    setup = time.perf_counter() - started
+    oracle_step, oracle_note = oracle_stepper(path)
+    losses = {"dlr": [], "oracle": []}
+    times = {"dlr": [], "oracle": []}
     with Load() as load:
-        times = repeat(step, iters)
-    assert state["w"].dtype == np.float32 and X.dtype == np.float32
-    note = f"X {X.shape} float32 in memory ({X.nbytes / GB:.2f} GB)"
-    return Timing("NumPy oracle", times, load, note), losses
+        for _ in range(rounds):
+            with single_threaded_blas():
+                times["dlr"] += repeat(lambda: losses["dlr"].append(dlr_step()), iters)
+            times["oracle"] += repeat(lambda: losses["oracle"].append(oracle_step()), iters)
+    note = (
+        f"{engine.cached_bytes / GB:.2f} GB cached, setup {setup:.1f}s; "
+        f"{rounds} runs alternating with the oracle's"
+    )
+    return (
+        Timing("dlr cached", times["dlr"], load, note),
+        Timing("NumPy oracle", times["oracle"], load, f"{oracle_note}; alternating with dlr"),
+        losses["dlr"],
+        losses["oracle"],
+    )
 
 
 def count_dask_glm_iterations():
@@ -549,11 +576,9 @@ def main(argv=None) -> None:
     quiet()
     zarr_chunks = bench_zarr_chunks(small, args.iters)
     quiet()
-    streaming, _ = bench_dlr(small, 0, args.iters)
+    streaming = bench_streaming(small, args.iters)
     quiet()
-    cached, dlr_losses = bench_dlr(small, "auto", args.iters)
-    quiet()
-    oracle, oracle_losses = bench_oracle(small, args.iters)
+    cached, oracle, dlr_losses, oracle_losses = bench_cached_and_oracle(small, args.iters)
     quiet()
     dask_ml = bench_dask_ml(small, *args.dask_ml_iters, args.dask_ml_repeats)
     decoded = args.samples * args.features * 4 + args.samples
