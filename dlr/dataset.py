@@ -25,7 +25,7 @@ from zarr.storage import LocalStore
 
 from dlr.atomic import is_local
 from dlr.errors import DataError
-from dlr.memory import small_page_empty
+from dlr.memory import per_thread, small_page_empty
 
 SAMPLES_FIRST = ("sample", "feature")
 FEATURES_FIRST = ("feature", "sample")
@@ -314,21 +314,12 @@ def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
         raise ValueError("stored and computed crc32c checksums differ")
     shape = arr.chunks
     if reuse:
-        out = _thread_buffer((arr.path, shape, arr.dtype.str), shape, arr.dtype)
+        out = per_thread(
+            f"chunk of {arr.path}", (shape, arr.dtype.str), lambda: np.empty(shape, arr.dtype)
+        )
     else:
         out = small_page_empty(shape, arr.dtype)
     blosc.decompress(frame, out)
-    return out
-
-
-def _thread_buffer(name, shape, dtype) -> np.ndarray:
-    """This thread's reusable array ``name`` (allocated on first use)."""
-    cache = getattr(_buffers, "arrays", None)
-    if cache is None:
-        cache = _buffers.arrays = {}
-    out = cache.get(name)
-    if out is None or out.shape != tuple(shape):
-        out = cache[name] = np.empty(shape, dtype=dtype)
     return out
 
 

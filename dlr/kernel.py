@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from dlr.errors import DataError
 from dlr.linalg import aligned, dot, matmul
 from dlr.logistic import softplus_and_sigmoid
+from dlr.memory import per_thread
 
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_SAMPLES = 64
@@ -50,7 +51,8 @@ def _blocks(x: np.ndarray, n: int, samples_first: bool):
     buffer reused from block to block (see :mod:`dlr.linalg` for why aligned)."""
     m_c = x.shape[0] if samples_first else x.shape[1]
     rows = min(block_samples(n), m_c)
-    buf = _block_buffer((rows, n) if samples_first else (n, rows))
+    shape = (rows, n) if samples_first else (n, rows)
+    buf = per_thread("kernel block", shape, lambda: aligned(shape))
     for s in range(0, m_c, rows):
         e = min(s + rows, m_c)
         if samples_first:
@@ -63,33 +65,12 @@ def _blocks(x: np.ndarray, n: int, samples_first: bool):
             yield s, e, xb.T
 
 
-_scratch = threading.local()
-
-
-def _block_buffer(shape) -> np.ndarray:
-    """This thread's aligned float64 block buffer of ``shape``, kept from chunk to chunk.
-
-    Allocated per chunk (with the workspace), megabytes were mapped and unmapped for every chunk:
-    fresh pages faulting in, and with two threads in one process each unmapping flushing the
-    other core's TLB. Reusing them took a cached pass over 4M × 64 float32 from 0.085 s to 0.078 s.
-    """
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None:
-        buffers = _scratch.buffers = {}
-    buf = buffers.get(shape)
-    if buf is None:
-        buffers.clear()  # one shape in use at a time: don't hoard old ones
-        buf = buffers[shape] = aligned(shape)
-    return buf
-
-
 def _workspace(rows: int, theta: np.ndarray, hessian: bool) -> "_Workspace":
     """This thread's workspace for blocks of ``rows`` samples and parameters shaped like
-    ``theta``, kept from chunk to chunk like the block buffer, loaded with ``theta``."""
-    ws = getattr(_scratch, "workspace", None)
-    if ws is None or ws.key != (rows, theta.shape, hessian):
-        ws = _scratch.workspace = _Workspace(rows, theta.shape, hessian)
-    return ws.load(theta)
+    ``theta`` (kept from chunk to chunk, see :func:`dlr.memory.per_thread`), loaded with
+    ``theta``."""
+    key = (rows, theta.shape, hessian)
+    return per_thread("kernel workspace", key, lambda: _Workspace(*key)).load(theta)
 
 
 class _Workspace:
@@ -99,7 +80,6 @@ class _Workspace:
     def __init__(self, rows: int, shape: tuple[int, int], hessian: bool):
         k, n1 = shape
         n = n1 - 1
-        self.key = (rows, shape, hessian)
         self.wt = aligned((n, k))  # Wᵀ, as BLAS multiplies it
         self.b = np.empty(k)
         self.z = aligned((rows, k))
@@ -111,7 +91,6 @@ class _Workspace:
         self.hxx = aligned((n, n)) if hessian else None
         self.hxb = aligned((n,)) if hessian else None
         self._views: dict[int, tuple] = {}
-        self.grad_w = self.grad_b = None  # the binary gradient sums, bound by chunk_partials
 
     def load(self, theta: np.ndarray) -> "_Workspace":
         n = theta.shape[1] - 1
@@ -164,7 +143,6 @@ def chunk_partials(
     m_c = x.shape[0] if samples_first else x.shape[1]
     ws = _workspace(min(block_samples(n), m_c), theta, hessian)
     block = _binary_block if k == 1 else _multinomial_block
-    ws.grad_w, ws.grad_b = out["grad"][0, :n], out["grad"][0, n:]
     with single_threaded_blas():
         for b0, b1, xb in _blocks(x, n, samples_first):
             sb = None if s is None else s[b0:b1]
@@ -197,8 +175,8 @@ def _binary_block(xb, yb, sb, ws: _Workspace, out):
         out["loss"] += loss.sum()
         dz *= sb
     np.matmul(dz, xb, out=ws.g[0])
-    ws.grad_w += ws.g[0]
-    ws.grad_b += dz.sum()
+    out["grad"][0, :n] += ws.g[0]
+    out["grad"][0, n] += dz.sum()
     if h is not None:
         if sb is not None:
             h *= sb

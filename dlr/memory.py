@@ -1,8 +1,9 @@
-"""Memory budgets (parsing ``--cache-size`` values, resolving ``auto``) and the allocation of
-the arrays the chunk cache keeps."""
+"""Memory budgets (parsing ``--cache-size`` values, resolving ``auto``), the allocation of
+the arrays the chunk cache keeps, and the buffers a thread reuses from task to task."""
 
 import mmap
 import re
+import threading
 
 import numpy as np
 import psutil
@@ -67,3 +68,24 @@ def small_page_empty(shape, dtype) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+_per_thread = threading.local()
+
+
+def per_thread(name: str, key, make):
+    """This thread's object ``name``: made by ``make()`` on first use and again whenever ``key``
+    (a shape, say) differs from the one it was made for, else the same object as last time.
+
+    For scratch buffers a thread reuses from chunk to chunk instead of allocating megabytes per
+    chunk: mapping and unmapping them costs fresh-page faults and, with several threads in one
+    process, TLB flushes on the other cores (a cached pass over 4M × 64 float32 took 0.085 s
+    with per-chunk buffers, 0.078 s with these).
+    """
+    slots = getattr(_per_thread, "slots", None)
+    if slots is None:
+        slots = _per_thread.slots = {}
+    slot = slots.get(name)
+    if slot is None or slot[0] != key:
+        slot = slots[name] = (key, make())
+    return slot[1]
