@@ -120,6 +120,8 @@ def test_string_labels_in_memory_are_mapped_through_classes():
 def test_the_cli_trains_with_every_option_and_plots_the_loss(datasets):
     root, train, valid = datasets
     model, plot = str(root / "cli-model"), str(root / "loss.png")
+    objective = ["--solver", "lbfgs", "--C", "0.5", "--l1-ratio", "0.5", "--standardize"]
+    objective += ["--class-weight", "0=1,1=2"]
     result = CliRunner().invoke(
         main,
         [
@@ -127,15 +129,7 @@ def test_the_cli_trains_with_every_option_and_plots_the_loss(datasets):
             train,
             "--model",
             model,
-            "--solver",
-            "lbfgs",
-            "--C",
-            "0.5",
-            "--l1-ratio",
-            "0.5",
-            "--standardize",
-            "--class-weight",
-            "0=1,1=2",
+            *objective,
             "--validation",
             valid,
             "--early-stopping",
@@ -169,15 +163,7 @@ def test_the_cli_trains_with_every_option_and_plots_the_loss(datasets):
             str(root / "m2"),
             "--init",
             model,
-            "--solver",
-            "lbfgs",
-            "--C",
-            "0.5",
-            "--l1-ratio",
-            "0.5",
-            "--standardize",
-            "--class-weight",
-            "0=1,1=2",
+            *objective,
             "--tol",
             "1e-8",
         ],
