@@ -18,7 +18,6 @@ from dask.optimization import cull
 
 from dlr.errors import DataError
 from dlr.kernel import (
-    ChunkContext,
     chunk_partials,
     chunk_summary,
     merge_summaries,
@@ -211,8 +210,7 @@ class Engine:
         return keys, dsk
 
     def _summary_args(self, i: int) -> tuple:
-        src = self.source
-        return src.samples_first, ChunkContext(src.origin, i, *src.bounds[i]), self.moments
+        return self.source.samples_first, self.source.context(i), self.moments
 
     def summarize(self) -> dict:
         """The first pass: validate every value and summarize the data (see

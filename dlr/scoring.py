@@ -17,7 +17,7 @@ from zarr.codecs import Crc32cCodec
 from dlr.atomic import staged_url
 from dlr.engine import run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
-from dlr.kernel import ChunkContext, chunk_logits
+from dlr.kernel import chunk_logits
 from dlr.logistic import log_loss, sigmoid
 from dlr.sources import Source
 
@@ -47,10 +47,6 @@ def _logits_task(x, theta, samples_first, context):
     return chunk_logits(x, theta, samples_first=samples_first, check=context)
 
 
-def _context(source: Source, i: int) -> ChunkContext:
-    return ChunkContext(source.origin, i, *source.bounds[i])
-
-
 def logits(source: Source, theta: np.ndarray) -> da.Array:
     """Lazy logits of every sample, chunked like ``source``: (m,) binary, (m, K) multinomial."""
     name = f"dlr-logits-{uuid.uuid4().hex[:10]}"
@@ -61,7 +57,7 @@ def logits(source: Source, theta: np.ndarray) -> da.Array:
             source.x.expr(i),
             theta,
             source.samples_first,
-            _context(source, i),
+            source.context(i),
         )
         for i in range(source.n_chunks)
     }
@@ -121,7 +117,7 @@ def write_probabilities(
                     source.x.expr(i, capture=True),
                     theta,
                     source.samples_first,
-                    _context(source, i),
+                    source.context(i),
                     arr,
                 )
             errors = [e for e in run_graph(dsk, keys) if e is not None]
@@ -171,16 +167,17 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
         raise DataError(f"{source.origin} has no labels; evaluation needs y")
     token = uuid.uuid4().hex[:10]
     keys = [(f"dlr-eval-{token}", i) for i in range(source.n_chunks)]
-    dsk = {**source.x.graph, **source.y.graph}
+    dsk = dict(source.graph)
     for i, key in enumerate(keys):
+        x, y, _ = source.exprs(i)
         dsk[key] = (
             _eval_task,
-            source.x.expr(i),
-            source.y.expr(i),
+            x,
+            y,
             theta,
             classes,
             source.samples_first,
-            _context(source, i),
+            source.context(i),
         )
     results = run_graph(dsk, keys)
     sums = sum_in_order([r[0] for r in results])

@@ -27,6 +27,7 @@ from dlr.dataset import (
     sample_chunking,
 )
 from dlr.errors import DataError, DataTypeError
+from dlr.kernel import ChunkContext
 
 #: Samples per chunk for in-memory NumPy input: about this many bytes of features.
 IN_MEMORY_CHUNK_BYTES = 32 << 20
@@ -131,6 +132,10 @@ class Source:
             c.expr(i, streamed=streamed) if c is not None else None
             for c in (self.x, self.y, self.s)
         )
+
+    def context(self, i: int) -> ChunkContext:
+        """Where chunk i comes from, for errors naming it."""
+        return ChunkContext(self.origin, i, *self.bounds[i])
 
     @property
     def graph(self) -> dict:
