@@ -554,3 +554,8 @@ def cluster(
         sys.stdout.flush()
         stopped_by = run_until_stopped(running)
     click.echo(f"cluster stopped ({stopped_by})")
+
+
+from dlr.cli_retrain import retrain  # noqa: E402 (it reuses the train command's options above)
+
+main.add_command(retrain)

@@ -25,6 +25,7 @@ from dlr.errors import DataError, DlrError, NotFittedError
 from dlr.kernel import ChunkContext, chunk_logits, single_threaded_blas
 from dlr.memory import parse_size
 from dlr.objective import Objective
+from dlr.pause import pause_point
 from dlr.progress import ProgressReporter
 from dlr.solvers import SOLVERS, choose, minimize
 from dlr.sources import Source, from_arrays, from_dataset
@@ -486,6 +487,7 @@ class _Watcher:
         }
         self.last_checkpoint = (self.store.save(state.iteration, payload), state.iteration)
         self.last_saved = time.monotonic()
+        pause_point("checkpoint")
 
     def resume(self, start):
         """The newest checkpoint's state (after checking it belongs to this run), or ``start``."""
