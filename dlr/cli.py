@@ -554,3 +554,9 @@ def cluster(
         sys.stdout.flush()
         stopped_by = run_until_stopped(running)
     click.echo(f"cluster stopped ({stopped_by})")
+
+
+from dlr.cli_registry import ingest, registry  # noqa: E402 (it uses the options above)
+
+main.add_command(ingest)
+main.add_command(registry)
