@@ -556,6 +556,9 @@ def cluster(
     click.echo(f"cluster stopped ({stopped_by})")
 
 
+from dlr.cli_registry import ingest, registry  # noqa: E402 (it uses the options above)
 from dlr.cli_retrain import retrain  # noqa: E402 (it reuses the train command's options above)
 
+main.add_command(ingest)
+main.add_command(registry)
 main.add_command(retrain)

@@ -189,7 +189,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if there is none.
         """
         self._validate_params()
-        if y is None and not _is_path(X):
+        if y is None and not (_is_path(X) or isinstance(X, Source)):
             raise DataError(
                 "LogisticRegression requires y to be passed, but the target y is None "
                 "(only a dataset path carries its own labels)"
@@ -617,6 +617,10 @@ def _is_path(X) -> bool:
 
 
 def _source(X, y, sample_weight, *, x_name, y_name, storage_options) -> Source:
+    if isinstance(X, Source):  # e.g. the committed spans of a registry (dlr.spanset)
+        if y is not None or sample_weight is not None:
+            raise DlrError("a Source carries its own labels and weights; pass it alone")
+        return X
     if _is_path(X):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")
