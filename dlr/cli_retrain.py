@@ -182,7 +182,8 @@ def retrain(
     if run_key is None:
         when = parse_time(scheduled_time) if scheduled_time else None
         run_key = run_key_for(when, parse_period(period))
-    fit_options = {k: params.pop(k) for k in FIT_OPTIONS if params[k] is not None}
+    fit_options = {k: params.pop(k) for k in FIT_OPTIONS}
+    fit_options = {k: v for k, v in fit_options.items() if v is not None}
     config = RetrainConfig(
         holdout=holdout,
         gate=tuple(gate),

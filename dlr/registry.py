@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from dlr.errors import DlrError, ModelError
+from dlr.pause import pause_point
 from dlr.regstore import Conflict, Store
 
 FORMAT = "dlr-registry"
@@ -372,6 +373,7 @@ class Registry:
                 "reason": reason,
             }
         )
+        pause_point("alias-write")  # crash tests: between the history event and the pointer
         try:
             if version is None:
                 self.store.delete(key, tag=tag)
