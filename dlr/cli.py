@@ -557,8 +557,9 @@ def cluster(
 
 
 from dlr.cli_registry import ingest, registry  # noqa: E402 (it uses the options above)
-from dlr.cli_retrain import retrain  # noqa: E402 (it reuses the train command's options above)
+from dlr.cli_retrain import demo_retrain, retrain  # noqa: E402 (reuses the options above)
 
 main.add_command(ingest)
 main.add_command(registry)
 main.add_command(retrain)
+main.add_command(demo_retrain)

@@ -217,3 +217,14 @@ def run_cli(args: list[str]) -> int:
         return main.main(["retrain", *args], prog_name="dlr", standalone_mode=False) or 0
     except SystemExit as e:  # dlr's one-line errors exit 1
         return int(e.code or 0)
+
+
+@click.command("demo-retrain")
+@click.option("--dir", "directory", default=None, help="keep the registry here (default: temp).")
+@click.option("--rows", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--features", "n_features", type=click.IntRange(min=1), default=8, show_default=True)
+def demo_retrain(directory, rows, n_features):
+    """Four simulated days of ingest and scheduled retraining, printing each decision."""
+    from dlr.demo_retrain import run_retrain_demo
+
+    run_retrain_demo(directory, rows=rows, n_features=n_features, echo=click.echo)
