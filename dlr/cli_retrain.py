@@ -61,11 +61,17 @@ def _load_config(ctx: click.Context, param, path: str | None):
         raise DlrError(f"cannot read config '{path}': {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise DlrError(f"config '{path}' is not valid TOML: {e}") from None
-    names = {p.name for p in ctx.command.params if p.name != "config"}
+    names = {  # option name without "--", with "_" for "-" -> the parameter
+        opt.lstrip("-").replace("-", "_"): p.name
+        for p in ctx.command.params
+        if p.name != "config"
+        for opt in p.opts
+        if opt.startswith("--")
+    }
     defaults = {}
     for key, value in doc.items():
-        name = key.replace("-", "_")
-        if name not in names:
+        name = names.get(key.replace("-", "_"))
+        if name is None:
             raise DlrError(
                 f"config '{path}': unknown setting {key!r}; the settings are the options of "
                 "`dlr retrain --help` without the leading --"

@@ -1,0 +1,369 @@
+"""``dlr retrain``: gate on both holdouts, idempotent run keys, crash safety, the lock, warm start.
+
+Real registries on disk, real ``dlr retrain`` processes killed with SIGKILL at named points
+(DLR_TEST_PAUSE_AT, :mod:`dlr.pause`), reruns with the same run key.
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import dlr
+from dlr.cli import main
+from dlr.demo_retrain import run_retrain_demo, write_batch, write_holdout
+from dlr.errors import DlrError
+from dlr.estimator import LogisticRegression
+from dlr.gate import GateError
+from dlr.registry import Registry
+from dlr.retrain import (
+    LOCKED,
+    NOTHING_NEW,
+    PROMOTED,
+    REJECTED,
+    RetrainConfig,
+    parse_period,
+    retrain,
+    run_key_for,
+)
+from dlr.spans import ingest
+from dlr.spanset import training_source
+
+DLR = str(Path(sys.executable).with_name("dlr"))
+#: the gate of these runs (decisions on these small holdouts are deterministic but close)
+GATE = ("roc_auc>=0.70", "log_loss<=champion+1%")
+FEATURES = 5
+#: gradient descent with a fixed number of iterations: long enough to be killed in the middle
+GD = {"solver": "gd", "learning_rate": 1.0, "max_iter": 12, "tol": 0.0, "C": 1.0}
+GD_FLAGS = ["--solver", "gd", "--learning-rate", "1.0", "--max-iter", "12", "--tol", "0"]
+
+
+class Days:
+    """A registry in ``root`` fed with simulated daily batches."""
+
+    def __init__(self, root: Path, rows: int = 3000):
+        self.root, self.rows = root, rows
+        self.url = str(root / "registry")
+        self.holdout = write_holdout(str(root / "holdout.zarr"), 1000, FEATURES)
+
+    def ingest(self, day: int, *, rows: int | None = None, shuffle: bool = False):
+        path = write_batch(
+            str(self.root / f"day{day}.npz"), day, rows or self.rows, FEATURES, shuffle=shuffle
+        )
+        return ingest([path], Registry.create_or_open(self.url), label="y")
+
+    def config(self, **kwargs) -> RetrainConfig:
+        return RetrainConfig(
+            **{"holdout": self.holdout, "gate": GATE, "params": dict(GD), "lease_ttl": 3, **kwargs}
+        )
+
+    def retrain(self, run_key: str, **kwargs):
+        return retrain(self.url, self.config(**kwargs), run_key=run_key, echo=lambda _: None)
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.url)
+
+    def command(self, run_key: str) -> list[str]:
+        return [DLR, "-q", "retrain", "--registry", self.url, "--holdout", self.holdout]\
+            + [f"--gate={g}" for g in GATE] + GD_FLAGS\
+            + ["--run-key", run_key, "--lease-ttl", "3"]  # fmt: skip
+
+
+@pytest.fixture
+def days(tmp_path):
+    return Days(tmp_path)
+
+
+def coefficients(registry: Registry, version: int) -> bytes:
+    """The stored bytes of a version's weights."""
+    model = dlr.load(registry.model_url(version))
+    return model.coef_.tobytes() + model.intercept_.tobytes()
+
+
+def start_paused(command: list[str], stage: str) -> subprocess.Popen:
+    env = {**os.environ, "DLR_TEST_PAUSE_AT": stage}
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def wait_for_pause(process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Read the process's stderr until it says it paused (or fail if it exits first)."""
+    deadline, seen = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            chunk = os.read(process.stderr.fileno(), 65536)
+            seen += chunk
+            if b"dlr: paused at" in seen:
+                return
+            if not chunk:
+                break
+    process.kill()
+    pytest.fail(f"the process did not pause (exit {process.wait()}): {seen.decode()[-2000:]}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stderr.close()
+    process.stdout.close()
+
+
+def rerun_until_unlocked(days: Days, run_key: str, timeout: float = 30.0):
+    """Rerun in this process; a killed holder's lease is taken over once it expires."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = days.retrain(run_key)
+        if outcome.exit_code != LOCKED or time.monotonic() > deadline:
+            return outcome
+        time.sleep(0.5)
+
+
+def assert_consistent(registry: Registry, run_key: str) -> None:
+    """One version per run key, the champion loads, the run finished."""
+    keys = [v.lineage["run_key"] for v in registry.versions()]
+    assert len(keys) == len(set(keys)), keys
+    assert [v.version for v in registry.versions()] == list(range(1, len(keys) + 1))
+    dlr.load(f"{registry.url}@champion")
+    assert registry.run_record(run_key)["status"] == "finished"
+
+
+# --- the gate in a run -------------------------------------------------------------------------
+
+
+def test_first_run_promotes_and_a_rerun_of_its_key_only_reports(days):
+    days.ingest(1)
+    first = days.retrain("day-1")
+    assert (first.exit_code, first.decision, first.version) == (PROMOTED, "promoted", 1)
+    reg = days.registry
+    assert reg.alias("champion") == 1
+    lineage = reg.version(1).lineage
+    assert lineage["parent"] is None and lineage["run_key"] == "day-1"
+    assert lineage["spans"] == [s.id for s in reg.spans()]
+    assert lineage["holdout"]["sha256"] == reg.holdout["sha256"]
+    assert set(lineage["metrics"]["pinned"]) >= {"log_loss", "roc_auc"}
+    assert lineage["params"]["solver"] == "gd" and lineage["dlr_version"] == dlr.__version__
+    assert lineage["drift"] is None  # nothing to compare the first batch with
+    again = days.retrain("day-1")
+    assert again.repeated and (again.exit_code, again.version) == (PROMOTED, 1)
+    assert len(reg.versions()) == 1
+    run = Path(reg.run_url("day-1"))
+    assert json.loads((run / "report.json").read_text())["decision"] == "promoted"
+    assert "<svg" in (run / "report.html").read_text()
+
+
+def test_no_new_span_trains_nothing(days):
+    days.ingest(1)
+    days.retrain("day-1")
+    outcome = days.retrain("day-2")
+    assert (outcome.exit_code, outcome.decision) == (NOTHING_NEW, "nothing-new")
+    assert len(days.registry.versions()) == 1
+    assert not os.path.exists(days.registry.checkpoint_url("day-2"))
+
+
+def test_a_batch_with_shuffled_labels_is_rejected_and_the_champion_stays(days):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2, shuffle=True)
+    outcome = days.retrain("day-2")
+    assert (outcome.exit_code, outcome.decision, outcome.version) == (REJECTED, "rejected", 2)
+    reg = days.registry
+    assert reg.alias("champion") == 1
+    assert reg.version(2).lineage["decision"] == "rejected"
+    assert "failed on the fresh holdout" in outcome.reason
+    assert outcome.record["drift"]["label_shift"] >= 0
+
+
+def test_manual_promotion_only_sets_the_challenger(days):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    outcome = days.retrain("day-2", promote="manual")
+    assert (outcome.exit_code, outcome.decision) == (PROMOTED, "challenger")
+    assert days.registry.aliases() == {"champion": 1, "challenger": 2}
+
+
+def test_a_different_holdout_is_refused_unless_repinned(days, tmp_path):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    other = write_holdout(str(tmp_path / "other.zarr"), 1000, FEATURES, seed=12)
+    with pytest.raises(DlrError, match="differs from the one pinned"):
+        days.retrain("day-2", holdout=other)
+    # the same content at another path is the same holdout
+    moved = shutil.copytree(days.holdout, tmp_path / "moved.zarr")
+    assert days.retrain("day-2", holdout=str(moved)).exit_code == PROMOTED
+    days.ingest(3)
+    assert days.retrain("day-3", holdout=other, repin_holdout=True).version == 3
+    assert days.registry.holdout["url"] == other
+
+
+def test_an_empty_gate_is_refused_before_anything_runs(days):
+    days.ingest(1)
+    with pytest.raises(GateError, match="no gate configured"):
+        days.retrain("day-1", gate=())
+    assert days.registry.run_record("day-1") is None
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_the_cli_reads_a_toml_config_and_flags_win(days, tmp_path):
+    days.ingest(1)
+    config = tmp_path / "retrain.toml"
+    config.write_text(
+        f'registry = "{days.url}"\nholdout = "{days.holdout}"\n'
+        'gate = ["roc_auc>=0.70"]\nsolver = "gd"\nmax-iter = 3\nlearning_rate = 1.0\n'
+    )
+    result = CliRunner().invoke(
+        main, ["retrain", "--config", str(config), "--max-iter", "5", "--run-key", "k"]
+    )
+    assert result.exit_code == PROMOTED, result.output
+    assert "run k: version 1 promoted" in result.output
+    lineage = days.registry.version(1).lineage
+    assert (lineage["params"]["solver"], lineage["params"]["max_iter"]) == ("gd", 5)
+    rerun = CliRunner().invoke(main, ["retrain", "--config", str(config), "--run-key", "k"])
+    assert rerun.exit_code == PROMOTED and "already finished" in rerun.output
+    nothing = CliRunner().invoke(main, ["retrain", "--config", str(config), "--run-key", "k2"])
+    assert nothing.exit_code == NOTHING_NEW, nothing.output
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('gate = ["roc_auc>=0.7"]\nmax_iterations = 3\n', "unknown setting 'max_iterations'"),
+        ("gate = [", "is not valid TOML"),
+        ('gate = ["auc>=0.7"]\n', "unknown metric 'auc'"),
+    ],
+)
+def test_config_and_gate_mistakes_are_one_line_errors(days, tmp_path, content, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    days.ingest(1)
+    args = ["retrain", "--config", str(config), "--registry", days.url, "--holdout", days.holdout]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_default_run_key_is_the_scheduled_time_truncated_to_the_period():
+    t = datetime(2026, 12, 1, 2, 17, 5, tzinfo=UTC)
+    assert run_key_for(t, parse_period("1d")) == "20261201T000000Z"
+    assert run_key_for(t, parse_period("1h")) == "20261201T020000Z"
+    assert run_key_for(t, parse_period("15m")) == "20261201T021500Z"
+    assert parse_period("1w") == timedelta(days=7)
+    with pytest.raises(DlrError, match="cannot read period '1 day'"):
+        parse_period("1 day")
+
+
+# --- crashes and the lock ------------------------------------------------------------------------
+
+
+def test_four_runs_at_once_one_trains_killed_mid_training_resumes_bit_identically(days, tmp_path):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    reference = Days(tmp_path / "reference")
+    shutil.copytree(days.url, reference.url)
+    reference.holdout = days.holdout
+    processes = [start_paused(days.command("day-2"), "checkpoint@4") for _ in range(4)]
+    deadline = time.monotonic() + 180
+    while sum(p.poll() is not None for p in processes) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    finished = [p for p in processes if p.poll() is not None]
+    (holder,) = [p for p in processes if p.poll() is None]
+    assert [p.returncode for p in finished] == [LOCKED] * 3
+    for p in finished:
+        assert b"locked: another run holds the registry lease" in p.stdout.read()
+        p.stdout.close()
+        p.stderr.close()
+    wait_for_pause(holder)  # the one that holds the lease is training: 4 checkpoints written
+    assert (
+        dlr.load(f"{days.url}@champion").coef_.tobytes()
+        == dlr.load(days.registry.model_url(1)).coef_.tobytes()
+    )
+    kill(holder)
+    assert days.registry.alias("champion") == 1
+    resumed = rerun_until_unlocked(days, "day-2")  # after the dead holder's lease expires
+    assert (resumed.exit_code, resumed.version) == (PROMOTED, 2)
+    uninterrupted = reference.retrain("day-2")
+    assert uninterrupted.version == 2
+    assert coefficients(days.registry, 2) == coefficients(reference.registry, 2)
+    assert (
+        resumed.record["training"]["loss_history"]
+        == uninterrupted.record["training"]["loss_history"]
+    )
+    assert_consistent(days.registry, "day-2")
+
+
+@pytest.mark.parametrize(
+    "stage, champion_while_dead",
+    [("version-written", 1), ("alias-write", 1), ("alias-moved", 2)],
+)
+def test_killed_around_the_publication_a_rerun_finishes_without_a_second_version(
+    days, stage, champion_while_dead
+):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    process = start_paused(days.command("day-2"), stage)
+    wait_for_pause(process)
+    kill(process)
+    reg = days.registry
+    assert [v.version for v in reg.versions()] == [1, 2]  # written before the pause
+    assert reg.alias("champion") == champion_while_dead
+    assert dlr.load(f"{days.url}@champion").n_features_in_ == FEATURES
+    before = coefficients(reg, 2)
+    outcome = rerun_until_unlocked(days, "day-2")
+    assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
+    assert reg.alias("champion") == 2
+    assert coefficients(reg, 2) == before
+    assert_consistent(reg, "day-2")
+    moves = [e for e in reg.history() if e["event"] == "alias" and e["to"] == 2]
+    assert len(moves) == (2 if stage == "alias-write" else 1)  # the killed write's event stays
+
+
+# --- warm start ---------------------------------------------------------------------------
+
+
+def test_warm_start_after_ten_percent_more_rows_reaches_the_cold_optimum_in_fewer_passes(days):
+    days.rows = 6000
+    days.ingest(1)
+    days.ingest(2, rows=600)
+    reg = days.registry
+    old, new = reg.spans()
+    params = {"solver": "lbfgs", "tol": 1e-9, "max_iter": 200}
+    champion = LogisticRegression(**params).fit(training_source(reg, [old]))
+    cold = LogisticRegression(**params).fit(training_source(reg, [old, new]))
+    warm = LogisticRegression(**params).fit(training_source(reg, [old, new]), init=champion)
+    assert warm.converged_ and cold.converged_
+    f_cold, f_warm = cold.loss_history_[-1], warm.loss_history_[-1]
+    assert abs(f_warm - f_cold) <= 1e-6 * abs(f_cold)
+    assert warm.n_passes_ < cold.n_passes_
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+
+def test_the_retraining_demo_tells_the_four_days(tmp_path):
+    lines = []
+    run_retrain_demo(str(tmp_path / "demo"), rows=4000, n_features=4, echo=lines.append)
+    text = "\n".join(lines)
+    assert "day 1: retrain → promoted (exit 0), version 1" in text
+    assert "day 2: retrain → promoted (exit 0), version 2" in text
+    assert "day 3: retrain → rejected (exit 3), version 3" in text
+    assert "rollback: champion is version 1" in text
+    assert "day 4: day2-resent.npz already committed" in text
+    assert "day 4: retrain → nothing-new (exit 4)" in text
+    reg = Registry(str(tmp_path / "demo" / "registry"))
+    assert reg.alias("champion") == 2
+    assert [v.lineage["decision"] for v in reg.versions()] == ["promoted", "promoted", "rejected"]
