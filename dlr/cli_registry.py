@@ -12,7 +12,7 @@ import click
 
 from dlr.cli import _storage_options, storage_option
 from dlr.errors import DlrError
-from dlr.lease import Lease, default_owner
+from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.registry import Registry, whoami
 
 lease_wait = click.option(
@@ -96,7 +96,11 @@ def _open(url: str, storage_option) -> Registry:
 @contextmanager
 def _locked(reg: Registry, command: str, wait: float):
     with Lease.acquire(
-        reg, owner=f"{default_owner()} {command}", run_key=f"cli-{os.getpid()}", wait=wait
+        reg,
+        owner=f"{default_owner()} {command}",
+        run_key=f"cli-{os.getpid()}",
+        ttl=COMMAND_TTL,
+        wait=wait,
     ) as lease:
         yield lease
 

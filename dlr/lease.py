@@ -32,6 +32,9 @@ from dlr.errors import DlrError
 from dlr.regstore import Conflict
 
 KEY = "lease.json"
+#: ttl of the lease held by commands that change the registry for a moment (ingest's commit,
+#: promote, rollback, ...): a crashed one blocks the next for at most this long.
+COMMAND_TTL = 10.0
 
 
 class LeaseHeld(DlrError):

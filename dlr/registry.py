@@ -222,7 +222,7 @@ class Registry:
 
     # versions ----------------------------------------------------------------------------------
     def _version_numbers(self) -> list[int]:
-        return sorted(int(n) for n in self.store.list("versions") if n.isdigit())
+        return sorted(int(n) for n in self.store.listdir("versions") if n.isdigit())
 
     def versions(self) -> list[VersionInfo]:
         """The complete versions, ascending."""
@@ -313,7 +313,7 @@ class Registry:
     def aliases(self) -> dict[str, int]:
         """{alias name: version}."""
         out = {}
-        for file in self.store.list("aliases"):
+        for file in self.store.listdir("aliases"):
             if file.endswith(".json") and not file.startswith("."):
                 doc = self._alias_doc(file[: -len(".json")])[0]
                 if doc is not None:
@@ -409,7 +409,7 @@ class Registry:
 
     def history(self) -> list[dict]:
         """Every event, oldest first."""
-        files = [f for f in self.store.list("history") if f.endswith(".json") and f[0] != "."]
+        files = [f for f in self.store.listdir("history") if f.endswith(".json") and f[0] != "."]
         return [self._read_json(f"history/{f}") for f in files]
 
     def previous_champion(self, alias: str = "champion") -> int | None:
@@ -445,6 +445,7 @@ class Registry:
         kept = set(versions[-keep:]) | set(self.aliases().values())
         moves = [e for e in self.history() if e.get("event") == "alias"][-keep:]
         kept |= {e[k] for e in moves for k in ("from", "to") if e.get(k) is not None}
+        self.store.remove_stale_temps(("spans", "holdout", "staging", "versions"))
         removed = [n for n in versions if n not in kept]
         for n in removed:
             self._remove_version(n)

@@ -8,6 +8,7 @@ exists, like ``O_EXCL``, and publishes the whole file at once) and S3 conditiona
 """
 
 import os
+import socket
 import uuid
 
 import fsspec
@@ -80,7 +81,7 @@ class Store:
         self.fs.invalidate_cache()
         return self.fs.exists(self.path(key))
 
-    def list(self, prefix: str) -> list[str]:
+    def listdir(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (files and directories), sorted; [] if none."""
         if self.local:
             try:
@@ -169,8 +170,22 @@ class Store:
             self.fs.rm(self.path(key), recursive=True)
 
     def temp_key(self, prefix: str) -> str:
-        """A fresh key under ``prefix`` for staging (hidden locally, so listings skip it)."""
-        return f"{prefix}/.tmp-{uuid.uuid4().hex[:16]}"
+        """A fresh key under ``prefix`` for staging: hidden (listings skip it), and naming this
+        host and process so a later writer can tell it was left by a process that died."""
+        return f"{prefix}/.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+    def remove_stale_temps(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Delete the temporaries under ``prefixes`` left by dead processes of this host."""
+        removed = []
+        for prefix in prefixes:
+            for name in self.listdir(prefix):
+                if not name.startswith(".tmp-"):
+                    continue
+                host, pid, _ = (name[len(".tmp-") :].rsplit("-", 2) + ["", ""])[:3]
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    self.delete(f"{prefix}/{name}")
+                    removed.append(f"{prefix}/{name}")
+        return removed
 
     def publish_tree(self, staged: str, key: str) -> None:
         """Move the finished tree ``staged`` to ``key``, replacing what is there.
@@ -220,3 +235,13 @@ def _body(fs, response) -> bytes:
             return await stream.read()
 
     return sync(fs.loop, read)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

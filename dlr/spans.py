@@ -32,7 +32,7 @@ import zarr
 
 from dlr.dataset import SAMPLES_FIRST, codecs
 from dlr.errors import DataError, DlrError
-from dlr.lease import Lease, default_owner
+from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.registry import Registry, now_iso
 from dlr.tables import read_batches
 
@@ -103,7 +103,11 @@ def ingest(
         if lease is not None:
             return _commit(registry, staged, schema, lease)
         with Lease.acquire(
-            registry, owner=default_owner(), run_key=f"ingest-{os.getpid()}", wait=lease_wait
+            registry,
+            owner=default_owner(),
+            run_key=f"ingest-{os.getpid()}",
+            ttl=COMMAND_TTL,
+            wait=lease_wait,
         ) as held:
             return _commit(registry, staged, schema, held)
     finally:
@@ -409,6 +413,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             f"(features {', '.join(fixed['features'])}, label {fixed['label']}); nothing "
             "was committed"
         )
+    registry.store.remove_stale_temps(("spans", "holdout", "staging"))
     entries = registry.span_entries()
     committed = {e["id"]: e for e in entries}
     results, new = [], []
