@@ -1,9 +1,10 @@
 """Reading chunks: dlr's direct decoder gives exactly zarr's values wherever it claims an array,
 and every other array is read through zarr.
 
-Each claimed combination — codec (with or without crc32c) × byte order × dtype × zarr format × layout × absent
-chunks — is written by zarr itself and read back both ways, bit for bit, over each stored chunk
-and over sample ranges spanning chunks (as labels chunked apart from X are read).
+Each claimed combination — codec (with or without crc32c) × byte order × dtype × zarr format ×
+layout × absent chunks — is written by zarr itself and read back both ways, bit for bit, over
+each stored chunk and over sample ranges spanning chunks (as labels chunked apart from X are
+read).
 """
 
 from pathlib import Path
