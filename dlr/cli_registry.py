@@ -254,10 +254,9 @@ def gc(url, keep, lease_wait, storage_option):
 
 @registry.command()
 @click.argument("url", metavar="REG")
-@click.option("--all", "include_excluded", is_flag=True, default=True, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON.")
 @storage_option
-def spans(url, include_excluded, as_json, storage_option):
+def spans(url, as_json, storage_option):
     """The committed spans of REG, in commit order (excluded ones marked)."""
     reg = _open(url, storage_option)
     items = reg.spans(include_excluded=True)

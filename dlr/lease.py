@@ -94,7 +94,8 @@ class Lease:
     @classmethod
     def _attempt(cls, registry, owner: str, run_key: str, ttl: float) -> "Lease":
         store = registry.store
-        for _ in range(5):  # a lease released between our create and our read: try again
+        current = None
+        for _ in range(10):  # the lease changed between our create and our read: try again
             now = time.time()
             doc = {
                 "owner": owner,
@@ -113,31 +114,43 @@ class Lease:
             current = _decode(raw, store.url_of(KEY))
             if current["expires"] > time.time():
                 raise LeaseHeld(current["owner"], current["run_key"], current["expires"])
-            new_tag = cls._take_over(store, current, doc, tag)
-            return cls(registry, doc, new_tag, current)
-        raise DlrError(f"could not acquire the lease of '{registry.url}': it keeps changing")
+            taken, new_tag = cls._take_over(store, current, doc, tag)
+            if taken:
+                return cls(registry, doc, new_tag, current)
+            time.sleep(0.05)  # another process is taking it over: see who won
+        if current is None or current["expires"] > time.time():
+            raise DlrError(f"could not acquire the lease of '{registry.url}': it keeps changing")
+        claim = store.url_of(f"{KEY}.takeover-{current['token']}")
+        raise DlrError(
+            f"the lease of '{registry.url}' (owner {current['owner']}) has expired but is being "
+            f"taken over by another process; if none is running, one crashed doing so: delete "
+            f"'{claim}'"
+        )
 
     @staticmethod
-    def _take_over(store, expired: dict, doc: dict, tag: str | None) -> str | None:
-        busy = LeaseHeld(expired["owner"], expired["run_key"], expired["expires"])
+    def _take_over(store, expired: dict, doc: dict, tag: str | None) -> tuple[bool, str | None]:
+        """Replace the ``expired`` lease by ``doc``: (True, new tag), or (False, None) if
+        another process changed or is taking over the lease first."""
         if not store.local:
             try:
-                return store.swap(KEY, _encode(doc), tag)
+                return True, store.swap(KEY, _encode(doc), tag)
             except Conflict:
-                raise busy from None
+                return False, None
+        # A taker that crashed between these two steps leaves its claim behind, and the claim
+        # must then be deleted by hand (the error of _attempt names it).
         claim = f"{KEY}.takeover-{expired['token']}"
         try:
             store.create(claim, b"")
         except Conflict:
-            raise busy from None
+            return False, None
         try:
             raw = store.read(KEY)
             if raw is None or _decode(raw, KEY)["token"] != expired["token"]:
-                raise busy
+                return False, None
             store.write(KEY, _encode(doc))
         finally:
             store.delete(claim)
-        return None
+        return True, None
 
     # holding -----------------------------------------------------------------------------------
     @property

@@ -103,6 +103,8 @@ class Registry:
             store.create("registry.json", _dumps(doc))
         except Conflict:
             pass  # it exists (perhaps just created by a concurrent ingest)
+        except OSError as e:
+            raise DlrError(f"cannot create a registry at '{url}': {e.strerror or e}") from None
         return cls(url, storage_options)
 
     # metadata ----------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ def read_batches(source: str, batch_rows: int, storage_options: dict | None = No
             yield from _zarr(source, batch_rows, storage_options)
             return
         files = _data_files(fs, path, source)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         for file in files:
-            name = file if is_local(source) else f"{fs.protocol[0]}://{file}"
+            name = file if is_local(source) else f"{protocol}://{file}"
             yield from _file(fs, file, name, batch_rows)
         return
     yield from _file(fs, path, source, batch_rows)
