@@ -32,7 +32,9 @@ from dlr.checkpoint import CheckpointStore  # noqa: E402
 from dlr.cluster import local_cluster  # noqa: E402
 from dlr.dataset import open_dataset  # noqa: E402
 from dlr.engine import Engine, Labels  # noqa: E402
+from dlr.solvers import STATES  # noqa: E402
 from dlr.sources import from_arrays, from_dataset  # noqa: E402
+from dlr.training import EarlyStopping, RunState, start_run  # noqa: E402
 
 LABELS = Labels(np.array([0, 1]))
 
@@ -89,21 +91,14 @@ def checkpoint_cost(path: Path, iters: int) -> dict[str, float]:
     y = (X[:, 0] + rng.standard_normal(20_000) > 0).astype(int)
     for solver in ("lbfgs", "newton"):
         state = dlr.LogisticRegression(solver=solver, max_iter=12, tol=0).fit(X, y).state_
-        payload = {
-            "state": state,
-            "run": "{}",
-            "passes": 13,
-            "validation_history": (),
-            "best": float("inf"),
-            "best_theta": None,
-            "since_best": 0,
-        }
+        run = start_run(state, 13)
         with tempfile.TemporaryDirectory() as tmp:
-            store = CheckpointStore(str(Path(tmp) / "ckpt"), keep=3)
+            types = (RunState, EarlyStopping, *STATES)
+            store = CheckpointStore(str(Path(tmp) / "ckpt"), keep=3, types=types)
             times = []
             for i in range(20):
                 started = time.perf_counter()
-                store.save(i, payload)
+                store.save(i, {}, run)
                 times.append(time.perf_counter() - started)
         out[solver] = statistics.median(times)
     return out

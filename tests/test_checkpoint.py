@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import dlr
-from dlr.checkpoint import CheckpointStore, CheckpointWarning, decode, encode
-from dlr.objective import Evaluation
+from dlr import serial
+from dlr.checkpoint import CheckpointStore, CheckpointWarning
+from dlr.solvers import STATES, Evaluation
 from dlr.solvers.gd import GDState
 from dlr.solvers.lbfgs import LbfgsState
 from dlr.solvers.newton import NewtonState
@@ -65,8 +66,9 @@ def test_every_solver_state_round_trips_bit_for_bit():
     ]
     for state in states:
         arrays = {}
-        doc = json.loads(json.dumps(encode(state, arrays)))
-        back = decode(doc, arrays)
+        types = {cls.__name__: cls for cls in STATES}
+        doc = json.loads(json.dumps(serial.encode(state, arrays, "state", types)))
+        back = serial.decode(doc, arrays, types)
         assert type(back) is type(state)
         assert repr(back) == repr(state)  # every float, array and nested tuple, bit for bit
 
