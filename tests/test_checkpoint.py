@@ -169,6 +169,49 @@ def test_resuming_on_other_data_is_refused_naming_the_field(data, tmp_path):
         dlr.LogisticRegression(tol=0, max_iter=4).fit(other, checkpoint=store, resume=True)
 
 
+def test_resuming_on_other_values_of_the_same_shape_is_refused_naming_the_chunk(tmp_path):
+    import zarr
+
+    path = str(tmp_path / "data.zarr")
+    make_dataset(path, 3000, 8, chunk_samples=700, dtype="float64", seed=3)
+    store = str(tmp_path / "ckpt")
+    dlr.LogisticRegression(tol=0, max_iter=2).fit(path, checkpoint=store)
+    X = zarr.open_group(path, mode="r+")["X"]
+    X[1500, 3] += 1.0  # one value of chunk 2 (samples 1400–2099)
+    with pytest.raises(dlr.DlrError, match=r"chunk 2 of '.*data\.zarr' \(samples 1400–2099\)"):
+        dlr.LogisticRegression(tol=0, max_iter=4).fit(path, checkpoint=store, resume=True)
+
+
+def test_resuming_on_other_in_memory_values_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 3)), rng.integers(0, 2, 200)
+    store = str(tmp_path / "ckpt")
+    dlr.LogisticRegression(tol=0, max_iter=2).fit(X, y, checkpoint=store)
+    swapped = X[::-1].copy()  # the same values in another order: the same sums, other data
+    with pytest.raises(dlr.DlrError, match=r"chunk 0 of the input array \(samples 0–199\)"):
+        dlr.LogisticRegression(tol=0, max_iter=4).fit(swapped, y, checkpoint=store, resume=True)
+    resumed = dlr.LogisticRegression(tol=0, max_iter=4).fit(X, y, checkpoint=store, resume=True)
+    assert resumed.n_iter_ == 4
+
+
+def test_the_cli_refuses_to_resume_on_regenerated_data(tmp_path):
+    from click.testing import CliRunner
+
+    from dlr.cli import main
+
+    data, store = str(tmp_path / "data.zarr"), str(tmp_path / "ckpt")
+    make = ["make-data", data, "--samples", "2000", "--features", "4", "--chunk-samples", "500"]
+    train = ["train", data, "--model", str(tmp_path / "m"), "--checkpoint", store]
+    train += ["--solver", "gd", "--max-iter", "3", "--tol", "0", "--overwrite"]
+    for args in ([*make, "--seed", "1"], train, [*make, "--seed", "2", "--overwrite"]):
+        assert CliRunner().invoke(main, args).exit_code == 0
+    resumed = CliRunner().invoke(main, [*train, "--resume"])
+    assert resumed.exit_code == 1
+    lines = resumed.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlr: error: cannot resume from checkpoint")
+    assert "chunk 0 of" in lines[0] and "(samples 0–499)" in lines[0]
+
+
 def test_resume_without_a_checkpoint_yet_starts_from_the_beginning(data, tmp_path):
     path, _ = data
     fresh = dlr.LogisticRegression(tol=0, max_iter=3).fit(path)

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 import dlr
 from dlr.dataset import create_arrays
+from dlr.solvers import SOLVERS
 from tests.conftest import assert_matches
 
 PENALTIES = {
@@ -136,6 +137,29 @@ def test_gradient_descent_variants_reach_scikit_learns_optimum(binary, penalty, 
     ).fit(path)
     coef, intercept = sklearn_fit(X, y, **options)
     assert_same_model(model, coef, intercept, 1e-5 if penalty == "l2" else 1e-4)
+
+
+def test_backtracking_gradient_descent_reaches_the_precision_of_the_fixed_step():
+    # Near the optimum, F changes by less than its rounding error: a backtracking test blind to
+    # that halved the step on noise (0.5 → 1.9e-9) and left max|∇F| at 2e-8.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4))
+    y = (X @ [1.0, -1.0, 0.5, 0.0] + rng.standard_normal(300) > 0).astype(int)
+    common = {"solver": "gd", "learning_rate": 0.5, "tol": 0, "max_iter": 1500}
+    fixed = dlr.LogisticRegression(**common).fit(X, y)
+    backtracking = dlr.LogisticRegression(**common, line_search=True).fit(X, y)
+    assert fixed.grad_norm_history_[-1] < 1e-14
+    assert backtracking.grad_norm_history_[-1] <= 2 * fixed.grad_norm_history_[-1]
+    assert backtracking.state_.step == 0.5
+
+
+@pytest.mark.parametrize(
+    ("solver", "option"),
+    [("gd", "memory"), ("lbfgs", "learning_rate"), ("newton", "nesterov"), ("lbfgs", "tl")],
+)
+def test_a_solver_is_built_from_its_own_options_only(solver, option):
+    with pytest.raises(TypeError, match=option):
+        SOLVERS[solver](tol=1e-4, **{option: 1})
 
 
 def test_the_solvers_agree_with_each_other(binary):

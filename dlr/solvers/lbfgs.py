@@ -9,7 +9,8 @@ coordinate at 0 may leave it only against its pseudo-gradient, every trial point
 the orthant so chosen (a coordinate that would cross 0 stops there), and a backtracking search asks
 for sufficient decrease of F. Unlike Andrew & Gao, nonzero coordinates keep their quasi-Newton
 component even where its sign disagrees with −v: the direction still descends (only terms with
-dᵢvᵢ ≥ 0 are dropped), and on ill-conditioned data it needs up to 3× fewer iterations.
+dᵢvᵢ ≥ 0 are dropped), and on ill-conditioned data it needs fewer iterations (figure in
+benchmarks/README.md).
 
 Every call of ``fun`` is one pass over the data, line-search trials included. The unit step is
 tried first and is usually accepted, and the accepted trial's evaluation is the next iterate's:
