@@ -317,17 +317,21 @@ class _GroupWriter:
         self.pending_rows = 0
 
     def append(self, X, y, w) -> None:
+        """Add rows; every whole chunk they complete is written at once."""
         if len(y):
             self.pending.append((X, y, w))
             self.pending_rows += len(y)
-        while self.pending_rows >= self.c:
-            self._flush(self.c)
+        if self.pending_rows >= self.c:
+            self._flush(self.pending_rows // self.c * self.c)
 
     def close(self) -> None:
+        """Write the last, partial chunk."""
         if self.pending_rows:
             self._flush(self.pending_rows)
 
     def _flush(self, rows: int) -> None:
+        """Write the first ``rows`` pending rows (whole chunks, or the last one) and keep the
+        rest pending."""
         X = np.concatenate([p[0] for p in self.pending])
         y = np.concatenate([p[1] for p in self.pending])
         w = np.concatenate([p[2] for p in self.pending]) if self.w is not None else None
