@@ -66,12 +66,13 @@ def _source(registry: Registry, spans: list[SpanInfo], part: str) -> Source:
     columns: dict[str, list] = {"x": [], "y": [], "s": []}
     index, bounds, offset = [], [], 0
     for k, (span, url, ds) in enumerate(datasets):
-        local = tuple(ds.chunk_bounds())
+        local = ds.bounds
         where = f"span {span.id} ('{url}')"
-        columns["x"].append(ZarrChunks(ds.x, local, True, where))
-        columns["y"].append(ZarrChunks(ds.y, local, True, where))
+        dx, dy, dw = ds.decoders
+        columns["x"].append(ZarrChunks(ds.x, local, True, where, dx))
+        columns["y"].append(ZarrChunks(ds.y, local, True, where, dy))
         if weight:
-            columns["s"].append(ZarrChunks(ds.s, local, True, where))
+            columns["s"].append(ZarrChunks(ds.s, local, True, where, dw))
         for j, (s, e) in enumerate(local):
             index.append((k, j))
             bounds.append((offset + s, offset + e))

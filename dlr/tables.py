@@ -170,7 +170,8 @@ def _zarr(source: str, batch_rows: int, storage_options: dict | None) -> Batches
     chunk."""
     import zarr
 
-    from dlr.dataset import open_dataset, read_block
+    from dlr.dataset import open_dataset
+    from dlr.decode import read_block
 
     ds = open_dataset(source, y=None, storage_options=storage_options)
     group = zarr.open_group(
@@ -182,8 +183,8 @@ def _zarr(source: str, batch_rows: int, storage_options: dict | None) -> Batches
             raise DataError(
                 f"'{source}': array '{key}' has shape {a.shape}; expected ({ds.n_samples},)"
             )
-    for i, (start, stop) in enumerate(ds.chunk_bounds()):
-        x = read_block(ds.x, ds.samples_first, start, stop, f"'{source}'", i)
+    for i, (start, stop) in enumerate(ds.bounds):
+        x = read_block(ds.x, ds.samples_first, start, stop, f"'{source}'", i, False, ds.decoders[0])
         x = x if ds.samples_first else x.T
         columns = {f"x{j}": x[:, j] for j in range(x.shape[1])}
         columns.update({k: a[start:stop] for k, a in others.items()})
