@@ -460,6 +460,33 @@ def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_opti
 
 
 @main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx"]),
+    default="onnx",
+    show_default=True,
+    help="file format.",
+)
+@click.option("--out", required=True, help="file to write (atomically).")
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
+@storage_option
+def export(model_path, fmt, out, overwrite, storage_option):
+    """Write MODEL as an ONNX graph: input X (N, n_features) float32, outputs label and
+    probabilities (N, K)."""
+    from dlr.estimator import load
+    from dlr.export import OPSET, export_onnx
+
+    model = load(model_path, _storage_options(storage_option))
+    export_onnx(model, out, overwrite=overwrite)
+    click.echo(
+        f"wrote {out}: ONNX (opset {OPSET}) of {model_path}, "
+        f"{len(model.classes_)} classes, {model.n_features_in_} features"
+    )
+
+
+@main.command()
 @click.argument("data")
 @click.option("--x", "x_name", default="X", show_default=True)
 @click.option("--y", "y_name", default="y", show_default=True)
