@@ -210,7 +210,7 @@ class Engine:
                     f"{'–'.join(sizes_range)} on each of {len(left)} workers, half of what its "
                     f"memory leaves after streaming (least on {least}: {rooms[least][0].why})"
                 )
-            log.info(
+            log.debug(
                 "cache_size=auto: %d of %d chunks of %s kept in memory (%s); budget %s",
                 len(kept),
                 src.n_chunks,

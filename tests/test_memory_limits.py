@@ -281,7 +281,7 @@ def big(tmp_path_factory) -> Path:
 def test_training_data_several_times_the_limit_with_default_settings(big, tmp_path, cgroup):
     limit = 300 * MB
     where = cgroup(limit)
-    proc = run_in(where, "train", big, "--model", tmp_path / "model")
+    proc = run_in(where, "train", big, "--model", tmp_path / "model", "-v")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int((where / "memory.max_usage_in_bytes").read_text()) <= limit
     auto = [line for line in proc.stderr.splitlines() if "cache_size=auto" in line]
@@ -295,7 +295,7 @@ def test_local_workers_share_the_cgroup_limit_not_the_hosts_memory(tmp_path, cgr
     limit = 2000 * MB
     data = tmp_path / "data.zarr"
     tiled_dataset(data, 800_000, 64, 32768)
-    args = ["train", data, "--model", tmp_path / "model", "--workers", 2, "--max-iter", 3]
+    args = ["train", data, "--model", tmp_path / "model", "--workers", 2, "--max-iter", 3, "-v"]
     proc = run_in(cgroup(limit), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     auto = [line for line in proc.stderr.splitlines() if "cache_size=auto" in line]
