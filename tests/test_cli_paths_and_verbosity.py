@@ -62,3 +62,23 @@ def test_quiet_and_verbose_after_the_command(tmp_path, data):
     assert quiet.stderr == ""
     assert " iter 1 " in verbose.stderr
     assert "cache_size=auto: 3 of 3 chunks of" in verbose.stderr
+
+
+def test_the_demo_keeps_its_model_and_a_real_png_loss_curve(monkeypatch, tmp_path):
+    import matplotlib.image
+
+    import dlr
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the demo makes its directory
+    result = CliRunner().invoke(
+        main, ["demo", "--samples", 6000, "--chunk-samples", 2000, "--max-iter", 5]
+    )
+    assert result.exit_code == 0, result.output
+    (directory,) = tmp_path.glob("dlr-demo-*")
+    assert f"model saved to {directory / 'model'}" in result.stdout
+    assert f"the model and the loss curve are kept in {directory}" in result.stdout
+    assert sorted(p.name for p in directory.iterdir()) == ["loss.png", "model"]  # data removed
+    assert dlr.load(str(directory / "model")).n_iter_ == 5
+    png = directory / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(str(png)).shape[:2] == (400, 700)
