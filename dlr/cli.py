@@ -67,8 +67,12 @@ class DlrGroup(click.Group):
         except DlrError as e:
             click.echo(f"dlr: error: {e}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("dlr: interrupted; nothing was published", err=True)
+        except KeyboardInterrupt as e:
+            resume = getattr(e, "dlr_resume", None)
+            click.echo(
+                "dlr: interrupted; nothing was published" + (f"; {resume}" if resume else ""),
+                err=True,
+            )
             sys.exit(130)
 
 

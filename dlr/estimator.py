@@ -261,6 +261,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             if engine.client is None:
                 raise
             raise DlrError(watcher.lost_scheduler_message(e)) from None
+        except KeyboardInterrupt as e:
+            e.dlr_resume = watcher.resume_hint()  # for the CLI's one-line message
+            if e.dlr_resume:
+                e.add_note(e.dlr_resume)
+            raise
         finally:
             watcher.close()
         watcher.finish(state)
@@ -508,6 +513,16 @@ class _Watcher:
         self.last_checkpoint = (name, iteration)
         log.info("resuming from checkpoint %s/%s (iteration %d)", self.store.url, name, iteration)
         return payload["state"]
+
+    def resume_hint(self) -> str | None:
+        """Where a stopped run can continue from, in words; None without a checkpoint."""
+        if self.last_checkpoint is None:
+            return None
+        name, iteration = self.last_checkpoint
+        return (
+            f"the last checkpoint is iteration {iteration} ('{self.store.url}/{name}'): run the "
+            "same command again with --resume (resume=True) to continue from it"
+        )
 
     def lost_scheduler_message(self, error) -> str:
         address = getattr(self.engine.client.scheduler, "address", "?")

@@ -1,8 +1,11 @@
 """The command line's guard rails: a model path that would overwrite the data is refused even with
 --overwrite, and -q / -v work before or after the command's name."""
 
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,30 @@ def test_the_demo_keeps_its_model_and_a_real_png_loss_curve(monkeypatch, tmp_pat
     png = directory / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(str(png)).shape[:2] == (400, 700)
+
+
+def test_an_interrupted_run_names_the_checkpoint_to_resume_from(tmp_path, data):
+    checkpoints = tmp_path / "ckpt"
+    train = [DLR_SCRIPT, "train", str(data), "--model", str(tmp_path / "m"), "--solver", "gd"]
+    train += ["--max-iter", "100000", "--tol", "0", "--checkpoint", str(checkpoints), "-q"]
+    proc = subprocess.Popen(train, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith("ckpt-") for p in checkpoints.glob("*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert re.fullmatch(
+        r"dlr: interrupted; nothing was published; the last checkpoint is iteration \d+ "
+        rf"\('{checkpoints}/ckpt-[^']+'\): run the same command again with --resume "
+        r"\(resume=True\) to continue from it\n",
+        stderr,
+    ), stderr
+    assert not (tmp_path / "m").exists()
