@@ -70,8 +70,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     early_stopping, n_iter_no_change : with ``validation_data`` in ``fit``, stop once the
         validation loss has not improved for that many iterations and keep the best weights.
     cache_size : bytes of decoded chunks kept in memory between passes: an int, a string such
-        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"`` (half the available memory, or
-        half the workers' memory limits on a distributed cluster).
+        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"``: half of what the tighter of
+        the host's memory and the cgroup limit (on a cluster, each worker's memory) leaves after
+        streaming (see :mod:`dlr.memory`).
     verbose : report progress every iteration (a bar on a terminal, log records otherwise).
 
     Attributes

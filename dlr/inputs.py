@@ -1,9 +1,9 @@
 """What a user passes to ``fit``, ``predict``, ... turned into a :class:`dlr.sources.Source`.
 
 A dataset path or URL (its arrays named by ``x_name``, ``y_name`` and, optionally, a sample
-weight array), or NumPy, dask or zarr arrays (see :func:`dlr.sources.from_arrays`). In-memory
-labels that are not numbers (strings, objects) are encoded to their indices in the sorted
-distinct labels, which decode them again.
+weight array), NumPy, dask or zarr arrays (see :func:`dlr.sources.from_arrays`), or a Source.
+In-memory labels that are not numbers (strings, objects) are encoded to their indices in the
+sorted distinct labels, which decode them again.
 """
 
 import numpy as np
@@ -24,7 +24,7 @@ def training_source(
 ) -> tuple[Source, np.ndarray | None]:
     """The training source and, for in-memory non-numeric labels, the decoding table (K,)
     from label index to label (None otherwise)."""
-    if y is None and not is_path(X):
+    if y is None and not (is_path(X) or isinstance(X, Source)):
         raise DataError(
             "LogisticRegression requires y to be passed, but the target y is None "
             "(only a dataset path carries its own labels)"
@@ -58,8 +58,13 @@ def source(
     y_name: str | None = "y",
     storage_options: dict | None = None,
 ) -> Source:
-    """The source of a dataset path (``sample_weight`` then names one of its arrays) or of
-    arrays ``X`` (m, n), ``y`` (m,) and ``sample_weight`` (m,)."""
+    """The source of a dataset path (``sample_weight`` then names one of its arrays), of
+    arrays ``X`` (m, n), ``y`` (m,) and ``sample_weight`` (m,), or ``X`` itself if it is a
+    Source."""
+    if isinstance(X, Source):  # e.g. the committed spans of a registry (dlr.spanset)
+        if y is not None or sample_weight is not None:
+            raise DlrError("a Source carries its own labels and weights; pass it alone")
+        return X
     if is_path(X):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")

@@ -255,6 +255,11 @@ def train(
         if engine.client is None:
             raise
         raise DlrError(_lost_scheduler_message(engine, saver, e)) from None
+    except KeyboardInterrupt as e:
+        e.dlr_resume = saver.resume_hint() if saver is not None else None  # for the CLI's line
+        if e.dlr_resume:
+            e.add_note(e.dlr_resume)
+        raise
     finally:
         if reporter is not None:
             reporter.close()
@@ -322,6 +327,16 @@ class _Saver:
         self.last_iteration = iteration
         self.last_saved = time.monotonic()
 
+    def resume_hint(self) -> str | None:
+        """Where a stopped run can continue from, in words; None without a checkpoint."""
+        if self.last_name is None:
+            return None
+        return (
+            f"the last checkpoint is iteration {self.last_iteration} "
+            f"('{self.store.url}/{self.last_name}'): run the same command again with --resume "
+            "(resume=True) to continue from it"
+        )
+
     def resume(self) -> RunState | None:
         """The newest checkpoint's run state, after checking it belongs to this run."""
         found = self.store.load_latest()
@@ -347,11 +362,7 @@ def _lost_scheduler_message(engine, saver: _Saver | None, error) -> str:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
     text = f"lost the connection to the dask scheduler at {address} ({reason})"
     if saver is not None and saver.last_name is not None:
-        return (
-            f"{text}; the last checkpoint is iteration {saver.last_iteration} "
-            f"('{saver.store.url}/{saver.last_name}'): run the same command again with --resume "
-            "(resume=True) to continue from it"
-        )
+        return f"{text}; {saver.resume_hint()}"
     if saver is not None:
         return f"{text}; no checkpoint was written yet: run the same command again"
     return f"{text}; train with --checkpoint DIR (checkpoint=...) to be able to resume"
