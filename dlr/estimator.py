@@ -21,7 +21,7 @@ from dlr import model_io, scoring
 from dlr.checkpoint import CheckpointStore, check_compatible
 from dlr.dataset import open_dataset
 from dlr.engine import Engine
-from dlr.errors import DataError, DlrError, NotFittedError
+from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import ChunkContext, chunk_logits, single_threaded_blas
 from dlr.memory import parse_size
 from dlr.objective import Objective
@@ -130,30 +130,39 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def _validate_params(self) -> None:
         choices = ("auto", *SOLVERS)
         if self.solver not in choices:
-            raise DlrError(f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}")
+            raise InvalidParameterError(
+                f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}"
+            )
         if not (isinstance(self.C, Real) and self.C > 0):
-            raise DlrError(f"C must be a positive number (np.inf for no penalty), got {self.C!r}")
+            raise InvalidParameterError(
+                f"C must be a positive number (np.inf for no penalty), got {self.C!r}"
+            )
         if not (isinstance(self.l1_ratio, Real) and 0 <= self.l1_ratio <= 1):
-            raise DlrError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
+            raise InvalidParameterError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
         if not (
             isinstance(self.learning_rate, Real)
             and np.isfinite(self.learning_rate)
             and self.learning_rate > 0
         ):
-            raise DlrError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 1):
-            raise DlrError(f"max_iter must be an integer ≥ 1, got {self.max_iter!r}")
+            raise InvalidParameterError(
+                f"learning_rate must be a positive number, got {self.learning_rate!r}"
+            )
+        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 0):
+            raise InvalidParameterError(f"max_iter must be an integer ≥ 0, got {self.max_iter!r}")
         if not (isinstance(self.tol, Real) and np.isfinite(self.tol) and self.tol >= 0):
-            raise DlrError(f"tol must be ≥ 0, got {self.tol!r}")
+            raise InvalidParameterError(f"tol must be ≥ 0, got {self.tol!r}")
         if not (isinstance(self.memory, Integral) and self.memory >= 1):
-            raise DlrError(f"memory must be an integer ≥ 1, got {self.memory!r}")
+            raise InvalidParameterError(f"memory must be an integer ≥ 1, got {self.memory!r}")
         if not (isinstance(self.n_iter_no_change, Integral) and self.n_iter_no_change >= 1):
-            raise DlrError(
+            raise InvalidParameterError(
                 f"n_iter_no_change must be an integer ≥ 1, got {self.n_iter_no_change!r}"
             )
         if self.line_search and self.nesterov:
-            raise DlrError("line_search and nesterov cannot be combined; choose one")
-        parse_size(self.cache_size)
+            raise InvalidParameterError("line_search and nesterov cannot be combined; choose one")
+        try:
+            parse_size(self.cache_size)
+        except DlrError as e:
+            raise InvalidParameterError(str(e)) from None
 
     def fit(
         self,
@@ -216,7 +225,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             l1_ratio=float(self.l1_ratio),
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
-            class_weight=self.class_weight,
+            class_weight=_encoded_class_weight(self.class_weight, decoded),
             validation=validation,
             validation_summary=validation_summary,
         )
@@ -269,7 +278,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = source.n_features
         self.solver_ = solver
         self.state_ = state
-        self.n_iter_ = state.iteration
+        self.n_iter_ = np.array([state.iteration], dtype=np.int32)
         self.n_passes_ = watcher.passes_before + engine.n_passes
         self.loss_history_ = np.array(state.loss_history)
         self.grad_norm_history_ = np.array(watcher.grad_norms)
@@ -397,7 +406,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             "classes": np.asarray(self.classes_).tolist(),
             "n_features_in": int(self.n_features_in_),
             "solver": self.solver_,
-            "n_iter": int(self.n_iter_),
+            "n_iter": int(self.n_iter_[0]),
             "n_passes": int(self.n_passes_),
             "converged": bool(self.converged_),
             "loss_history": [float(v) for v in self.loss_history_],
@@ -562,7 +571,7 @@ def load(path: str, storage_options: dict | None = None) -> LogisticRegression:
     model.classes_ = np.array(meta["classes"])
     model.n_features_in_ = meta["n_features_in"]
     model.solver_ = meta.get("solver")
-    model.n_iter_ = meta["n_iter"]
+    model.n_iter_ = np.array([meta["n_iter"]], dtype=np.int32)
     model.n_passes_ = meta["n_passes"]
     model.converged_ = meta["converged"]
     model.loss_history_ = np.array(meta["loss_history"], dtype=np.float64)
@@ -601,11 +610,35 @@ def _training_source(X, y, sample_weight, x_name, y_name, storage_options):
     ), decoded
 
 
+def _encoded_class_weight(class_weight, decoded):
+    """``class_weight`` with its labels replaced by their codes when in-memory labels were
+    encoded (``decoded``: the sorted labels, code → label); labels not in y are an error."""
+    if decoded is None or not isinstance(class_weight, dict):
+        return class_weight
+    codes = {label: code for code, label in enumerate(decoded.tolist())}
+    unknown = [label for label in class_weight if label not in codes]
+    if unknown:
+        raise DlrError(
+            f"class_weight names labels {sorted(map(str, unknown))} absent from y "
+            f"(classes {decoded.tolist()})"
+        )
+    return {codes[label]: weight for label, weight in class_weight.items()}
+
+
 def _validation_source(data, x_name, y_name, storage_options, decoded) -> Source:
     if isinstance(data, tuple) and len(data) == 2:
         Xv, yv = data
         if decoded is not None:
-            yv = np.searchsorted(decoded, np.asarray(yv))
+            yv = np.asarray(yv)
+            codes = np.searchsorted(decoded, yv).clip(max=len(decoded) - 1)
+            unseen = decoded[codes] != yv
+            if unseen.any():
+                first = int(np.flatnonzero(unseen)[0])
+                raise DataError(
+                    f"validation labels {np.unique(yv[unseen]).tolist()} were not seen in "
+                    f"training (classes {decoded.tolist()}); first at validation sample {first}"
+                )
+            yv = codes
         return from_arrays(Xv, yv)
     return _source(data, None, None, x_name=x_name, y_name=y_name, storage_options=storage_options)
 

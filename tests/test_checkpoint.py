@@ -103,7 +103,9 @@ def test_early_stopping_state_survives_a_resume(data, tmp_path):
     }
     full = dlr.LogisticRegression(**params).fit(path, validation_data=valid)
     store = str(tmp_path / "ckpt")
-    stop_at = full.n_iter_ - 2  # inside the patience window: the best weights must be restored
+    stop_at = (
+        int(full.n_iter_[0]) - 2
+    )  # inside the patience window: the best weights must be restored
     dlr.LogisticRegression(**{**params, "max_iter": stop_at}).fit(
         path, validation_data=valid, checkpoint=store
     )
