@@ -231,3 +231,73 @@ def test_labels_are_any_integers_mapped_through_classes(binary):
     assert model.classes_.tolist() == [-3, 7]
     np.testing.assert_array_equal(model.coef_, reference.coef_)
     assert set(np.unique(model.predict(X))) <= {-3, 7}
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    rng = np.random.default_rng(21)
+    X, y = make_problem(rng, m=600, classes=3)
+    s = rng.uniform(0.2, 3.0, len(y))
+    path = write(tmp_path_factory.mktemp("three") / "data.zarr", X, y, sample_weight=s, chunk=150)
+    return path, X, y, s
+
+
+MULTINOMIAL_CASES = {
+    "l1": ({"C": 0.05, "l1_ratio": 1.0}, False),
+    "weighted": ({"C": 0.5, "class_weight": "balanced"}, True),
+    "no-intercept": ({"C": 0.5, "fit_intercept": False}, False),
+    "no-penalty": ({"C": np.inf}, False),
+}
+
+
+def centred(coef, intercept, C):
+    """The representative of a softmax model that dlr reports: intercepts (and, unpenalized,
+    coefficient rows) shifted to sum to zero over the classes."""
+    if np.isinf(C):
+        coef = coef - coef.mean(axis=0)
+    return coef, intercept - intercept.mean()
+
+
+@pytest.mark.parametrize("case", MULTINOMIAL_CASES)
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_multinomial_from_zarr_reaches_scikit_learns_optimum_for_every_option(
+    three_classes, solver, case
+):
+    path, X, y, s = three_classes
+    options, weighted = MULTINOMIAL_CASES[case]
+    model = dlr.LogisticRegression(solver=solver, tol=1e-10, max_iter=1000, **options)
+    model.fit(path, sample_weight="w" if weighted else None)
+    reference = {"sample_weight": s} if weighted else {}
+    coef, intercept = sklearn_fit(X, y, **{"l1_ratio": 0.0, **options, **reference})
+    assert model.converged_ and model.coef_.shape == (3, 5)
+    assert_same_model(
+        model, *centred(coef, intercept, options["C"]), 1e-4 if case == "l1" else 1e-5
+    )
+
+
+GD_CASES = {
+    "weighted": ({"C": 0.5, "class_weight": "balanced"}, True),
+    "no-intercept": ({"C": 0.5, "fit_intercept": False}, False),
+    "elastic-net": (PENALTIES["elastic-net"], False),
+    "no-penalty": (PENALTIES["none"], False),
+}
+
+
+@pytest.mark.parametrize("case", GD_CASES)
+def test_gradient_descent_reaches_scikit_learns_optimum_for_every_option(binary, case):
+    path, X, y, s = binary
+    options, weighted = GD_CASES[case]
+    model = dlr.LogisticRegression(
+        solver="gd",
+        learning_rate=4.0,
+        nesterov=True,
+        standardize=True,
+        tol=1e-14,
+        max_iter=5000,
+        **options,
+    ).fit(path, sample_weight="w" if weighted else None)
+    reference = {"sample_weight": s} if weighted else {}
+    coef, intercept = sklearn_fit(
+        X, y, standardize=True, **{"l1_ratio": 0.0, **options, **reference}
+    )
+    assert_same_model(model, coef, intercept, 1e-4 if case == "elastic-net" else 1e-5)
