@@ -62,7 +62,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     l1_ratio : 0 for L2, 1 for L1, in between for elastic net.
     fit_intercept : learn the intercept (never penalized).
     standardize : train on features scaled to zero mean and unit variance (statistics from the
-        first pass); ``coef_`` is always reported on the original scale.
+        first pass, weighted by ``sample_weight`` as ``StandardScaler().fit(X, sample_weight)``
+        does); the penalty then applies to the standardized coefficients. ``coef_`` is always
+        reported on the original scale.
     class_weight : None, "balanced" or {label: weight}.
     max_iter : maximum iterations. Each iteration is one pass over the data, plus one per extra
         line-search trial.

@@ -36,12 +36,16 @@ class Evaluation(NamedTuple):
 
 def class_weights(class_weight, classes: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
     """(K,) weight per class: None, a {label: weight} dict, or ``"balanced"``: S / (K·S_c) with
-    S_c the summed sample weights of class c (sample counts without weights), as in
-    scikit-learn."""
+    S_c the summed sample weights of class c (sample counts without weights) and K the number of
+    classes in y, as in scikit-learn. A class whose samples all weigh zero gets weight 0 (any
+    weight gives its samples weight 0; scikit-learn's S / 0 makes them NaN)."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str) and class_weight == "balanced":
-        return weights.sum() / (len(classes) * weights)
+        present = weights > 0
+        balanced = np.zeros(len(classes))
+        balanced[present] = weights.sum() / (len(classes) * weights[present])
+        return balanced
     if isinstance(class_weight, dict):
         unknown = set(class_weight) - set(classes.tolist())
         if unknown:
@@ -84,7 +88,7 @@ class Objective:
         self.mean, self.scale = np.zeros(n), np.ones(n)
         if standardize:  # the summary holds moments (Engine(moments=True))
             self.mean = summary["mean"]
-            scale = np.sqrt(summary["m2"] / summary["count"])
+            scale = np.sqrt(summary["m2"] / summary["moment_weight"])
             self.scale = np.where(scale > 0, scale, 1.0)
         self.M = np.eye(n + 1)
         self.M[:n, :n] = np.diag(1.0 / self.scale)

@@ -11,6 +11,8 @@ import pytest
 import zarr
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 
 import dlr
 from dlr.dataset import create_arrays
@@ -67,8 +69,12 @@ def sklearn_fit(
     sample_weight=None,
     class_weight=None,
 ):
-    """scikit-learn's optimum, coefficients on the original feature scale."""
-    mean, scale = (X.mean(axis=0), X.std(axis=0)) if standardize else (0.0, 1.0)
+    """scikit-learn's optimum, coefficients on the original feature scale; ``standardize``
+    scales as ``StandardScaler().fit(X, sample_weight=sample_weight)`` does."""
+    mean, scale = 0.0, 1.0
+    if standardize:
+        scaler = StandardScaler().fit(X, sample_weight=sample_weight)
+        mean, scale = scaler.mean_, scaler.scale_
     solver = "newton-cholesky" if l1_ratio == 0 else "saga"
     sk = SkLogisticRegression(
         C=C,
@@ -231,3 +237,46 @@ def test_labels_are_any_integers_mapped_through_classes(binary):
     assert model.classes_.tolist() == [-3, 7]
     np.testing.assert_array_equal(model.coef_, reference.coef_)
     assert set(np.unique(model.predict(X))) <= {-3, 7}
+
+
+def test_standardizing_weighs_the_moments_by_the_sample_weights():
+    """Samples of weight 0 move neither the model nor the scaling: iris plus 50 zero-weight
+    outliers is iris alone, as StandardScaler(sample_weight) + LogisticRegression gives."""
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(3)
+    outliers = rng.normal(0.0, 100.0, (50, X.shape[1])) + 500.0
+    X_more = np.vstack([X, outliers])
+    y_more = np.concatenate([y, rng.integers(0, 3, 50)])
+    s = np.concatenate([rng.uniform(0.5, 2.0, len(y)), np.zeros(50)])
+    options = {"standardize": True, "tol": 1e-10, "max_iter": 1000}
+    model = dlr.LogisticRegression(**options).fit(X_more, y_more, sample_weight=s)
+    alone = dlr.LogisticRegression(**options).fit(X, y, sample_weight=s[: len(y)])
+    coef, intercept = sklearn_fit(
+        X_more, y_more, C=1.0, l1_ratio=0.0, standardize=True, sample_weight=s
+    )
+    assert_same_model(model, coef, intercept - intercept.mean(), 1e-6)
+    assert_same_model(model, alone.coef_, alone.intercept_, 1e-8)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_balanced_class_weights_with_a_class_weighing_nothing_match_scikit_learn(classes):
+    """A class whose sample weights are all 0 weighs nothing; the others get scikit-learn's
+    balanced weights S / (K·S_c) over the K classes in y (scikit-learn's own S / 0 for the
+    empty class turns those samples' weights into NaN). Without an intercept the optimum is
+    finite."""
+    X, y = load_iris(return_X_y=True)
+    y = np.minimum(y, classes - 1)
+    s = np.random.default_rng(4).uniform(0.5, 2.0, len(y))
+    s[y == classes - 1] = 0.0
+    model = dlr.LogisticRegression(
+        class_weight="balanced", fit_intercept=False, tol=1e-10, max_iter=1000
+    ).fit(X, y, sample_weight=s)
+    with np.errstate(divide="ignore"):
+        balanced = compute_class_weight("balanced", classes=np.unique(y), y=y, sample_weight=s)
+    assert np.isinf(balanced[-1])
+    balanced[-1] = 0.0
+    coef, _ = sklearn_fit(
+        X, y, C=1.0, l1_ratio=0.0, fit_intercept=False, sample_weight=s * balanced[y]
+    )
+    assert model.converged_
+    assert_same_model(model, coef, np.zeros(model.intercept_.shape), 1e-6)
