@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import zarr
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
 import dlr
 from dlr.dataset import create_arrays
+from dlr.solvers import choose
 from tests.conftest import assert_matches
 
 PENALTIES = {
@@ -182,22 +184,48 @@ def test_a_warm_start_at_the_optimum_stops_after_at_most_one_iteration(binary, s
     assert_matches(model.coef_, before, 1e-8)
 
 
-def test_auto_picks_newton_for_few_parameters_and_lbfgs_for_more():
-    rng = np.random.default_rng(0)
-    X, y = make_problem(rng)
-    assert dlr.LogisticRegression().fit(X, y).solver_ == "newton"  # 5 features + intercept
-    wide = np.hstack([X] * 5)  # 26 parameters
-    assert dlr.LogisticRegression(C=0.1).fit(wide, y).solver_ == "lbfgs"
+@pytest.mark.parametrize(
+    "n_params, n_samples, expected",
+    [
+        (6, 10**9, "newton"),  # a handful of parameters: the Hessian is nearly free
+        (31, 569, "newton"),  # breast cancer: m·p² = 5.5e5
+        (650, 1797, "newton"),  # digits, 10 classes: m·p² = 7.6e8
+        (65, 4_000_000, "lbfgs"),  # m·p² = 1.7e10: a Hessian pass costs 5 gradient passes
+        (1001, 10, "lbfgs"),  # the p × p solve, p³ = 1.003e9, is not cheap
+    ],
+)
+def test_auto_picks_newton_wherever_its_hessian_pass_is_cheap(n_params, n_samples, expected):
+    assert choose("auto", n_params, n_samples) == expected
+    assert choose("gd", n_params, n_samples) == "gd"
 
 
-def test_hitting_max_iter_warns_with_an_actionable_message(binary):
+def test_auto_fits_with_the_solver_it_picks():
+    X, y = make_problem(np.random.default_rng(0))
+    wide = np.hstack([X] * 5)  # 26 parameters, 600 samples
+    assert dlr.LogisticRegression(C=0.1).fit(wide, y).solver_ == "newton"
+
+
+@pytest.mark.parametrize(
+    "solver, advice",
+    [
+        (
+            "gd",
+            r"increase max_iter or learning_rate, .*\(none of these changes the model\); "
+            r"standardize=True .* changes the model",
+        ),
+        ("lbfgs", r"increase max_iter, or use solver='newton', .*\(neither changes the model\)"),
+        ("newton", r"increase max_iter \(neither changes the model\)"),
+    ],
+)
+def test_hitting_max_iter_warns_what_to_change_and_whether_it_changes_the_model(
+    binary, solver, advice
+):
     path, *_ = binary
     with pytest.warns(
-        Warning,
-        match=r"solver 'gd'\) stopped before converging: it reached "
-        r"max_iter=3; increase max_iter",
+        ConvergenceWarning,
+        match=rf"solver '{solver}'\) stopped before converging: it reached max_iter=1; {advice}",
     ):
-        dlr.LogisticRegression(solver="gd", max_iter=3).fit(path)
+        dlr.LogisticRegression(solver=solver, max_iter=1, tol=1e-12).fit(path)
 
 
 @pytest.mark.parametrize("solver", ["newton", "lbfgs"])
