@@ -71,8 +71,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     max_iter : maximum iterations. Each iteration is one pass over the data, plus one per extra
         line-search trial.
     tol : Newton/L-BFGS stop when max |∇F| ≤ tol in their coordinates (Newton also needs its
-        predicted remaining decrease ≤ tol²·F); gradient descent stops when F changes by less
-        than tol relative to the previous iteration (0 runs exactly ``max_iter``).
+        predicted remaining decrease ≤ tol²·max(F, tol)); gradient descent stops when F
+        changes by less than tol relative to the previous iteration (0 runs exactly
+        ``max_iter``).
     learning_rate, line_search, nesterov : gradient descent's step α, Armijo backtracking of
         that step, and Nesterov momentum (not both).
     memory : correction pairs kept by L-BFGS.

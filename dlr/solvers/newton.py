@@ -39,12 +39,16 @@ def init(fun, theta0: np.ndarray, *, l1=None, tol: float, **_) -> NewtonState:
 
 def converged(theta, ev, F: float, l1, tol: float) -> bool:
     """max |∇F| ≤ ``tol`` and, without an L1 term, the Newton decrement ½·∇Fᵀ·H⁻¹·∇F — the
-    decrease a Newton step predicts, F − F* near the optimum — at most tol²·|F|: a relative
-    objective gap of about tol² (1e-8 at the default tol), on the flat objectives of nearly
-    separable data too, where a small gradient alone is still far from the optimum."""
+    decrease a Newton step predicts, F − F* near the optimum — at most tol²·max(|F|, tol): a
+    relative objective gap of about tol² (1e-8 at the default tol), on the flat objectives of
+    nearly separable data too, where a small gradient alone is still far from the optimum; and
+    an absolute gap of tol³ where F tends to 0 (one class weighing everything: no optimum)."""
     if optimality(theta, ev.grad, l1) > tol:
         return False
-    return l1 is not None or 0.5 * dot(ev.grad, solve(ev.hess, ev.grad)) <= tol**2 * abs(F)
+    if l1 is not None:
+        return True
+    decrement = 0.5 * dot(ev.grad, solve(ev.hess, ev.grad))
+    return decrement <= tol**2 * max(abs(F), tol)
 
 
 def solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
