@@ -10,6 +10,7 @@ from dlr.errors import (  # noqa: E402
     NotFittedError,
 )
 from dlr.estimator import LogisticRegression, load  # noqa: E402
+from dlr.export import export_onnx  # noqa: E402
 
 __all__ = [
     "DataError",
@@ -18,5 +19,6 @@ __all__ = [
     "LogisticRegression",
     "ModelError",
     "NotFittedError",
+    "export_onnx",
     "load",
 ]
