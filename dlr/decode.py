@@ -152,29 +152,36 @@ class MissingChunk(Exception):
 
 
 def _read_direct(arr, decoder: DirectDecoder, samples_first, start, stop, reuse) -> np.ndarray:
-    """Samples [start, stop) decoded chunk by chunk: a view of the one stored chunk holding
-    them, or their pieces of several chunks copied into one array."""
+    """Samples [start, stop) decoded block by block — a block: the chunks holding one chunk's
+    worth of samples, across all features —, as a view of the one block holding them or their
+    pieces of several blocks copied into one array."""
     axis = 0 if arr.ndim == 1 or samples_first else 1
     size = decoder.chunk_shape[axis]
     first, last = start // size, (stop - 1) // size
 
-    def rows(a, lo, hi):
-        return a[lo:hi] if axis == 0 else a[:, lo:hi]
+    def take(block, lo, hi):
+        """Samples lo..hi of a block, and only the array's features (not a chunk's padding)."""
+        if arr.ndim == 1:
+            return block[lo:hi]
+        n = arr.shape[1 - axis]
+        return block[lo:hi, :n] if axis == 0 else block[:n, lo:hi]
 
+    name = f"block of {arr.path}"
     if first == last:
         lo = start - first * size
         whole = lo == 0 and stop - start == min(size, arr.shape[axis] - start)
         if reuse or whole:
-            buffer = _chunk_buffer(arr, decoder, f"chunk of {arr.path}", reuse)
-            return rows(_decode_chunk(arr, decoder, first, axis, buffer), lo, lo + stop - start)
-    shape = list(decoder.chunk_shape)
+            return take(
+                _decode_block(arr, decoder, first, axis, name, reuse), lo, lo + stop - start
+            )
+    shape = list(arr.shape)
     shape[axis] = stop - start
     out = _new(tuple(shape), decoder.dtype, f"range of {arr.path}", reuse)
-    scratch = _chunk_buffer(arr, decoder, f"chunk of {arr.path}", reuse=True)
-    for c in range(first, last + 1):
-        decoded = _decode_chunk(arr, decoder, c, axis, scratch)
-        lo, hi = max(start, c * size), min(stop, (c + 1) * size)
-        rows(out, lo - start, hi - start)[...] = rows(decoded, lo - c * size, hi - c * size)
+    for b in range(first, last + 1):
+        block = _decode_block(arr, decoder, b, axis, name, reuse=True)
+        lo, hi = max(start, b * size), min(stop, (b + 1) * size)
+        at = slice(lo - start, hi - start)
+        out[at if axis == 0 else (slice(None), at)] = take(block, lo - b * size, hi - b * size)
     return out
 
 
@@ -184,14 +191,35 @@ def _new(shape, dtype, name: str, reuse: bool) -> np.ndarray:
     return small_page_empty(shape, dtype)
 
 
-def _chunk_buffer(arr, decoder: DirectDecoder, name: str, reuse: bool) -> np.ndarray:
-    return _new(decoder.chunk_shape, decoder.dtype, name, reuse)
+def _decode_block(arr, decoder: DirectDecoder, b: int, axis: int, name: str, reuse: bool):
+    """Block ``b`` along the sample ``axis``: its one chunk, decoded into a buffer of the chunk's
+    shape, or — an array chunked along features too — its chunks copied side by side into a
+    buffer of the chunk's samples × the array's features."""
+    shape = decoder.chunk_shape
+    if arr.ndim == 1:
+        return _decode_chunk(arr, decoder, (b,), _new(shape, decoder.dtype, name, reuse))
+    other = 1 - axis
+    n, width = arr.shape[other], shape[other]
+    if width >= n:
+        coords = (b, 0) if axis == 0 else (0, b)
+        return _decode_chunk(arr, decoder, coords, _new(shape, decoder.dtype, name, reuse))
+    block_shape = (shape[0], n) if axis == 0 else (n, shape[1])
+    out = _new(block_shape, decoder.dtype, name, reuse)
+    scratch = _new(shape, decoder.dtype, f"chunk of {arr.path}", True)
+    for j in range(-(-n // width)):
+        piece = _decode_chunk(arr, decoder, (b, j) if axis == 0 else (j, b), scratch)
+        cols = slice(j * width, min(n, (j + 1) * width))
+        k = cols.stop - cols.start
+        if axis == 0:
+            out[:, cols] = piece[:, :k]
+        else:
+            out[cols] = piece[:k]
+    return out
 
 
-def _decode_chunk(arr, decoder: DirectDecoder, index: int, axis: int, out: np.ndarray):
-    """Decode chunk ``index`` (along ``axis``) of ``arr`` into ``out`` (the stored chunk shape,
-    native dtype) and return it: the fill value if the chunk is absent."""
-    coords = (index,) if arr.ndim == 1 else ((index, 0) if axis == 0 else (0, index))
+def _decode_chunk(arr, decoder: DirectDecoder, coords: tuple, out: np.ndarray):
+    """Decode the chunk at ``coords`` of ``arr`` into ``out`` (the stored chunk shape, native
+    dtype) and return it: the fill value if the chunk is absent."""
     key = arr.metadata.encode_chunk_key(coords)
     if arr.store_path.path:
         key = f"{arr.store_path.path}/{key}"

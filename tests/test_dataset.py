@@ -22,7 +22,7 @@ from zarr.codecs import (
     ZstdCodec,
 )
 
-from dlr.dataset import FEATURES_FIRST, SAMPLES_FIRST, open_dataset
+from dlr.dataset import FEATURES_FIRST, SAMPLES_FIRST, layout_of, open_dataset
 from dlr.decode import direct_decoder, read_block
 
 N_SAMPLES, N_FEATURES, CHUNK = 47, 3, 10  # 5 chunks, the last one ragged
@@ -58,8 +58,8 @@ def values(layout: str, dtype: str, absent: bool) -> np.ndarray:
     return v if layout != "features-first" else np.ascontiguousarray(v.T)
 
 
-def write(path, data, layout, *, zarr_format=3, **codec_options) -> zarr.Array:
-    chunks = (CHUNK,) if data.ndim == 1 else (CHUNK, N_FEATURES)
+def write(path, data, layout, *, zarr_format=3, features_per_chunk=N_FEATURES, **codec_options):
+    chunks = (CHUNK,) if data.ndim == 1 else (CHUNK, features_per_chunk)
     if layout == "features-first":
         chunks = chunks[::-1]
     names = {"samples-first": SAMPLES_FIRST, "features-first": FEATURES_FIRST}.get(layout)
@@ -155,6 +155,31 @@ def test_an_absent_chunk_reads_as_the_arrays_own_fill_value(tmp_path):
     assert_reads_equal_zarrs(arr, True, direct_decoder(arr, all_stored=False))
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("layout", ["samples-first", "features-first"])
+@pytest.mark.parametrize(
+    "features_per_chunk", [2, 8], ids=["chunked-along-features", "chunks-wider-than-the-array"]
+)
+def test_arrays_chunked_along_features_too_are_read_directly(
+    tmp_path, features_per_chunk, layout, zarr_format
+):
+    """Chunk (1, 0) — samples 10–19, features 0–1 — is all zeros, so absent; (1, 1) is not."""
+    data = values("samples-first", "float32", absent=False)
+    data[CHUNK : 2 * CHUNK, :2] = 0
+    if layout == "features-first":
+        data = np.ascontiguousarray(data.T)
+    arr = write(
+        tmp_path / "x.zarr",
+        data,
+        layout,
+        zarr_format=zarr_format,
+        features_per_chunk=features_per_chunk,
+    )
+    decoder = direct_decoder(arr, all_stored=False)
+    assert decoder is not None
+    assert_reads_equal_zarrs(arr, layout == "samples-first", decoder)
+
+
 UNCLAIMED = {
     "sharded": dict(shards=(2 * CHUNK, N_FEATURES)),
     "transposed": dict(filters=[TransposeCodec(order=(1, 0))]),
@@ -207,3 +232,37 @@ def test_streamed_reads_reuse_one_buffer_per_thread_and_cached_reads_do_not(data
     again = read_block(ds.x, True, 50, 100, "d", 1, False, d)
     assert not np.shares_memory(kept, again)
     np.testing.assert_array_equal(kept, ds.x[0:50])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    "x_dims, y_dims, samples_first",
+    [
+        (None, None, True),
+        (("sample", "feature"), ("sample",), True),
+        (("feature", "sample"), ("sample",), False),
+        (("obs", "var"), ("obs",), True),
+        (("var", "obs"), ("obs",), False),
+        (("a", "sample"), None, False),
+        (("feature", "b"), None, False),
+        (("a", "b"), ("c",), True),
+    ],
+)
+def test_the_sample_axis_is_the_one_the_dimension_names_say(
+    x_dims, y_dims, samples_first, zarr_format
+):
+    """``dimension_names`` (v3) or xarray's ``_ARRAY_DIMENSIONS`` (v2): dlr's names, else the
+    dimension X shares with y, else the one named "sample", else not the one named "feature"."""
+    store = zarr.storage.MemoryStore()
+
+    def array(name, shape, dims):
+        if zarr_format == 2:
+            named = {"attributes": {"_ARRAY_DIMENSIONS": list(dims)}} if dims else {}
+        else:
+            named = {"dimension_names": dims}
+        return zarr.create_array(
+            store, name=name, shape=shape, dtype="f8", zarr_format=zarr_format, **named
+        )
+
+    xa, ya = array("X", (6, 6), x_dims), array("y", (6,), y_dims)
+    assert layout_of(xa, "d", ya) is samples_first
