@@ -18,6 +18,7 @@ from zarr.codecs import (
     BytesCodec,
     Crc32cCodec,
     GzipCodec,
+    ShardingCodec,
     TransposeCodec,
     ZstdCodec,
 )
@@ -62,6 +63,7 @@ def write(path, data, layout, *, zarr_format=3, features_per_chunk=N_FEATURES, *
     chunks = (CHUNK,) if data.ndim == 1 else (CHUNK, features_per_chunk)
     if layout == "features-first":
         chunks = chunks[::-1]
+    chunks = codec_options.pop("chunks", chunks)
     names = {"samples-first": SAMPLES_FIRST, "features-first": FEATURES_FIRST}.get(layout)
     if zarr_format == 2:
         extra = {"attributes": {"_ARRAY_DIMENSIONS": list(names)}} if names else {}
@@ -180,9 +182,51 @@ def test_arrays_chunked_along_features_too_are_read_directly(
     assert_reads_equal_zarrs(arr, layout == "samples-first", decoder)
 
 
+SHARDINGS = {  # shards of 2 × 2 inner chunks of 10 samples × 2 features
+    "index-at-end": {},
+    "index-at-start": dict(index_location="start"),
+    "index-without-crc32c": dict(index_codecs=[BytesCodec()]),
+}
+
+
+@pytest.mark.parametrize("absent", ["all-stored", "inner-chunk-absent", "shard-absent"])
+@pytest.mark.parametrize("layout", ["samples-first", "features-first", "1-D"])
+@pytest.mark.parametrize("sharding", list(SHARDINGS))
+def test_sharded_arrays_are_read_directly_shard_by_shard(tmp_path, sharding, layout, absent):
+    """Inner chunk (1, 0) is all zeros (inner-chunk-absent), or the whole first shard is."""
+    data = values("samples-first" if layout != "1-D" else "1-D", "float32", absent=False)
+    if absent == "inner-chunk-absent":
+        data[(slice(CHUNK, 2 * CHUNK), slice(0, 2))[: data.ndim]] = 0
+    elif absent == "shard-absent":
+        data[: 2 * CHUNK] = 0
+    inner, shards = (CHUNK, 2), (2 * CHUNK, 4)
+    if layout == "1-D":
+        inner, shards = (CHUNK,), (2 * CHUNK,)
+    elif layout == "features-first":
+        data, inner, shards = np.ascontiguousarray(data.T), inner[::-1], shards[::-1]
+    arr = zarr.create_array(
+        str(tmp_path / "x.zarr"),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=shards,
+        serializer=ShardingCodec(
+            chunk_shape=inner, codecs=[BytesCodec(), ZstdCodec()], **SHARDINGS[sharding]
+        ),
+        compressors=None,
+    )
+    arr[...] = data
+    decoder = direct_decoder(arr, all_stored=False)
+    assert decoder is not None and decoder.shard is not None
+    assert_reads_equal_zarrs(arr, layout != "features-first", decoder)
+
+
 UNCLAIMED = {
-    "sharded": dict(shards=(2 * CHUNK, N_FEATURES)),
     "transposed": dict(filters=[TransposeCodec(order=(1, 0))]),
+    "transposed and sharded": dict(filters=[TransposeCodec(order=(1, 0))], shards=(20, 3)),
+    "sharded, big-endian index": dict(
+        serializer=ShardingCodec(chunk_shape=(10, 3), index_codecs=[BytesCodec(endian="big")]),
+        chunks=(20, 3),
+    ),
     "crc32c before compression": dict(compressors=[Crc32cCodec(), ZstdCodec()]),
     "two compressors": dict(compressors=[BloscCodec(), ZstdCodec()]),
     "v2 filter": dict(zarr_format=2, filters=[numcodecs.Delta(dtype="float32")]),
