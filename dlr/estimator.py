@@ -75,8 +75,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     early_stopping, n_iter_no_change : with ``validation_data`` in ``fit``, stop once the
         validation loss has not improved for that many iterations and keep the best weights.
     cache_size : bytes of decoded chunks kept in memory between passes: an int, a string such
-        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"`` (half the available memory, or
-        half the workers' memory limits on a distributed cluster).
+        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"``: half of what the tighter of
+        the host's memory and the cgroup limit (on a cluster, each worker's memory) leaves after
+        streaming (see :mod:`dlr.memory`).
     verbose : report progress every iteration (a bar on a terminal, log records otherwise).
 
     Attributes
@@ -188,7 +189,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if there is none.
         """
         self._validate_params()
-        if y is None and not _is_path(X):
+        if y is None and not (_is_path(X) or isinstance(X, Source)):
             raise DataError(
                 "LogisticRegression requires y to be passed, but the target y is None "
                 "(only a dataset path carries its own labels)"
@@ -260,6 +261,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             if engine.client is None:
                 raise
             raise DlrError(watcher.lost_scheduler_message(e)) from None
+        except KeyboardInterrupt as e:
+            e.dlr_resume = watcher.resume_hint()  # for the CLI's one-line message
+            if e.dlr_resume:
+                e.add_note(e.dlr_resume)
+            raise
         finally:
             watcher.close()
         watcher.finish(state)
@@ -508,6 +514,16 @@ class _Watcher:
         log.info("resuming from checkpoint %s/%s (iteration %d)", self.store.url, name, iteration)
         return payload["state"]
 
+    def resume_hint(self) -> str | None:
+        """Where a stopped run can continue from, in words; None without a checkpoint."""
+        if self.last_checkpoint is None:
+            return None
+        name, iteration = self.last_checkpoint
+        return (
+            f"the last checkpoint is iteration {iteration} ('{self.store.url}/{name}'): run the "
+            "same command again with --resume (resume=True) to continue from it"
+        )
+
     def lost_scheduler_message(self, error) -> str:
         address = getattr(self.engine.client.scheduler, "address", "?")
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
@@ -615,6 +631,10 @@ def _is_path(X) -> bool:
 
 
 def _source(X, y, sample_weight, *, x_name, y_name, storage_options) -> Source:
+    if isinstance(X, Source):  # e.g. the committed spans of a registry (dlr.spanset)
+        if y is not None or sample_weight is not None:
+            raise DlrError("a Source carries its own labels and weights; pass it alone")
+        return X
     if _is_path(X):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")
