@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dlr import inputs, model_io, scoring
 from dlr.engine import Engine
-from dlr.errors import DataError, DlrError, NotFittedError
+from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import ChunkContext, chunk_logits
 from dlr.memory import parse_size
 from dlr.model_io import FittedModel
@@ -51,18 +51,24 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : "auto" (Newton for up to 20 parameters, else L-BFGS), "newton",
-        "lbfgs" or "gd" (the seed lecture's fixed-step gradient descent).
+    solver : "auto" (Newton where its Hessian pass is cheap, else L-BFGS: see
+        :func:`dlr.solvers.choose`), "newton", "lbfgs" or "gd" (the seed lecture's fixed-step
+        gradient descent). Newton and L-BFGS work in preconditioned coordinates of the same
+        model (see :mod:`dlr.objective`).
     C : inverse regularization strength; ``np.inf`` for none (the seed's plain objective).
     l1_ratio : 0 for L2, 1 for L1, in between for elastic net.
     fit_intercept : learn the intercept (never penalized).
     standardize : train on features scaled to zero mean and unit variance (statistics from the
-        first pass); ``coef_`` is always reported on the original scale.
+        first pass, weighted by ``sample_weight`` as ``StandardScaler().fit(X, sample_weight)``
+        does); the penalty then applies to the standardized coefficients. ``coef_`` is always
+        reported on the original scale.
     class_weight : None, "balanced" or {label: weight}.
     max_iter : maximum iterations. Each iteration is one pass over the data, plus one per extra
         line-search trial.
-    tol : Newton/L-BFGS stop when max |∇F| ≤ tol; gradient descent stops when F changes by less
-        than tol relative to the previous iteration (0 runs exactly ``max_iter``).
+    tol : Newton/L-BFGS stop when max |∇F| ≤ tol in their coordinates (Newton also needs its
+        predicted remaining decrease ≤ tol²·max(F, tol)); gradient descent stops when F
+        changes by less than tol relative to the previous iteration (0 runs exactly
+        ``max_iter``).
     learning_rate, line_search, nesterov : gradient descent's step α, Armijo backtracking of
         that step, and Nesterov momentum (not both).
     memory : correction pairs kept by L-BFGS.
@@ -87,7 +93,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         Features seen in training.
     solver_ : str
         The solver used (``"auto"`` resolved).
-    n_iter_ : int
+    n_iter_ : ndarray of shape (1,), int32
         Iterations run.
     n_passes_ : int
         Passes over the training data, the first (validating, summarizing) pass included.
@@ -154,30 +160,39 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def _validate_params(self) -> None:
         choices = ("auto", *SOLVERS)
         if self.solver not in choices:
-            raise DlrError(f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}")
+            raise InvalidParameterError(
+                f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}"
+            )
         if not (isinstance(self.C, Real) and self.C > 0):
-            raise DlrError(f"C must be a positive number (np.inf for no penalty), got {self.C!r}")
+            raise InvalidParameterError(
+                f"C must be a positive number (np.inf for no penalty), got {self.C!r}"
+            )
         if not (isinstance(self.l1_ratio, Real) and 0 <= self.l1_ratio <= 1):
-            raise DlrError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
+            raise InvalidParameterError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
         if not (
             isinstance(self.learning_rate, Real)
             and np.isfinite(self.learning_rate)
             and self.learning_rate > 0
         ):
-            raise DlrError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 1):
-            raise DlrError(f"max_iter must be an integer ≥ 1, got {self.max_iter!r}")
+            raise InvalidParameterError(
+                f"learning_rate must be a positive number, got {self.learning_rate!r}"
+            )
+        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 0):
+            raise InvalidParameterError(f"max_iter must be an integer ≥ 0, got {self.max_iter!r}")
         if not (isinstance(self.tol, Real) and np.isfinite(self.tol) and self.tol >= 0):
-            raise DlrError(f"tol must be ≥ 0, got {self.tol!r}")
+            raise InvalidParameterError(f"tol must be ≥ 0, got {self.tol!r}")
         if not (isinstance(self.memory, Integral) and self.memory >= 1):
-            raise DlrError(f"memory must be an integer ≥ 1, got {self.memory!r}")
+            raise InvalidParameterError(f"memory must be an integer ≥ 1, got {self.memory!r}")
         if not (isinstance(self.n_iter_no_change, Integral) and self.n_iter_no_change >= 1):
-            raise DlrError(
+            raise InvalidParameterError(
                 f"n_iter_no_change must be an integer ≥ 1, got {self.n_iter_no_change!r}"
             )
         if self.line_search and self.nesterov:
-            raise DlrError("line_search and nesterov cannot be combined; choose one")
-        parse_size(self.cache_size)
+            raise InvalidParameterError("line_search and nesterov cannot be combined; choose one")
+        try:
+            parse_size(self.cache_size)
+        except DlrError as e:
+            raise InvalidParameterError(str(e)) from None
 
     def fit(
         self,
@@ -215,7 +230,12 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         where = {"x_name": x_name, "y_name": y_name, "storage_options": storage_options}
         source, decoded = inputs.training_source(X, y, sample_weight, **where)
-        engine = Engine(source, cache_size=self.cache_size, moments=self.standardize)
+        # Every solver but the seed's gradient descent works in scaled coordinates, from the
+        # feature moments of the first pass (see dlr.objective).
+        precondition = self.solver != "gd"
+        engine = Engine(
+            source, cache_size=self.cache_size, moments=self.standardize or precondition
+        )
         summary = engine.summarize()
         validation, validation_summary = None, None
         if validation_data is not None:
@@ -234,18 +254,25 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             l1_ratio=float(self.l1_ratio),
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
-            class_weight=self.class_weight,
+            precondition=precondition,
+            class_weight=_encoded_class_weight(self.class_weight, decoded),
             validation=validation,
             validation_summary=validation_summary,
         )
         classes = objective.labels.classes
         labels = decoded[classes] if decoded is not None else classes
         start = self._starting_point(objective, labels, init, storage_options)
-        name = choose(self.solver, objective.n_params)
+        name = choose(self.solver, objective.n_params, source.n_samples)
         solver = SOLVERS[name](tol=self.tol, l1=objective.l1, **self._hyperparameters(name))
         saving = None
         if checkpoint is not None:
-            params = {"solver": name, **{k: getattr(self, k) for k in TRAJECTORY}}
+            params = {
+                "solver": name,
+                # the coordinates θ is saved in (checkpoints written before preconditioning
+                # hold unscaled θ and must not be resumed as scaled)
+                "solver_coordinates": "preconditioned" if precondition else "original",
+                **{k: getattr(self, k) for k in TRAJECTORY},
+            }
             saving = Checkpointing(
                 checkpoint,
                 params,
@@ -271,7 +298,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             classes_=labels,
             n_features_in_=source.n_features,
             solver_=name,
-            n_iter_=result.n_iter,
+            n_iter_=np.array([result.n_iter], dtype=np.int32),
             n_passes_=result.n_passes,
             converged_=result.converged,
             loss_history_=result.loss_history,
@@ -416,16 +443,23 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
 
 def _warn_not_converged(model, solver: str, result: TrainResult) -> None:
+    """Say why the fit stopped short, what to change, and whether that changes the model."""
+    same = "(neither changes the model)"
     if result.stalled:
         why = "the line search could not decrease the loss any further (rounding)"
+        hint = f"the loss is flat to rounding here: raise tol, or use solver='newton' {same}"
     else:
         why = f"it reached max_iter={model.max_iter}"
-    hint = {
-        "gd": "increase max_iter or learning_rate, try line_search=True or nesterov=True, "
-        "or use solver='newton' or 'lbfgs'",
-        "lbfgs": "increase max_iter, or set standardize=True for badly scaled features",
-        "newton": "increase max_iter, or check for perfectly separable data (set C < inf)",
-    }[solver]
+        hint = {
+            "gd": "increase max_iter or learning_rate, set line_search=True or nesterov=True, "
+            "or use solver='newton' or 'lbfgs' (none of these changes the model); "
+            "standardize=True also conditions badly scaled features but changes the model "
+            "(it penalizes the standardized coefficients)",
+            "lbfgs": "increase max_iter, or use solver='newton', whose passes also compute the "
+            f"Hessian {same}",
+            "newton": f"increase max_iter {same}; if the classes are perfectly separable and "
+            "C=inf there is no optimum: a finite C changes the model",
+        }[solver]
     warnings.warn(
         f"dlr LogisticRegression (solver '{solver}') stopped before converging: {why}; {hint}",
         ConvergenceWarning,
@@ -444,3 +478,18 @@ def load(path: str, storage_options: dict | None = None) -> LogisticRegression:
 
 def _map(f, a):
     return a.map_blocks(f) if isinstance(a, da.Array) else f(a)
+
+
+def _encoded_class_weight(class_weight, decoded):
+    """``class_weight`` with its labels replaced by their codes when in-memory labels were
+    encoded (``decoded``: the sorted labels, code → label); labels not in y are an error."""
+    if decoded is None or not isinstance(class_weight, dict):
+        return class_weight
+    codes = {label: code for code, label in enumerate(decoded.tolist())}
+    unknown = [label for label in class_weight if label not in codes]
+    if unknown:
+        raise DlrError(
+            f"class_weight names labels {sorted(map(str, unknown))} absent from y "
+            f"(classes {decoded.tolist()})"
+        )
+    return {codes[label]: weight for label, weight in class_weight.items()}

@@ -44,7 +44,16 @@ def validation_source(
     if isinstance(data, tuple) and len(data) == 2:
         Xv, yv = data
         if decoded is not None:
-            yv = np.searchsorted(decoded, np.asarray(yv))
+            yv = np.asarray(yv)
+            codes = np.searchsorted(decoded, yv).clip(max=len(decoded) - 1)
+            unseen = decoded[codes] != yv
+            if unseen.any():
+                first = int(np.flatnonzero(unseen)[0])
+                raise DataError(
+                    f"validation labels {np.unique(yv[unseen]).tolist()} were not seen in "
+                    f"training (classes {decoded.tolist()}); first at validation sample {first}"
+                )
+            yv = codes
         return from_arrays(Xv, yv)
     return source(data, None, None, x_name=x_name, y_name=y_name, storage_options=storage_options)
 

@@ -50,8 +50,8 @@ class FittedModel(NamedTuple):
         Features seen in training.
     solver_ : str
         The solver used (``"auto"`` resolved).
-    n_iter_ : int
-        Iterations run.
+    n_iter_ : ndarray of shape (1,), int32
+        Iterations run (as scikit-learn's; model.json holds the number).
     n_passes_ : int
         Passes over the training data, the first (validating, summarizing) pass included.
     converged_ : bool
@@ -72,7 +72,7 @@ class FittedModel(NamedTuple):
     classes_: np.ndarray
     n_features_in_: int
     solver_: str
-    n_iter_: int
+    n_iter_: np.ndarray
     n_passes_: int
     converged_: bool
     loss_history_: np.ndarray
@@ -85,6 +85,8 @@ class FittedModel(NamedTuple):
 ARRAYS = ("coef_", "intercept_")
 #: model.json keys that are not the attribute's name without its trailing underscore.
 KEYS = {"data_fingerprint_": "data"}
+#: Attributes that are arrays of shape (1,) (as scikit-learn's) written as their one number.
+ONE_NUMBER = {"n_iter_": np.int32}
 
 
 def _key(name: str) -> str:
@@ -128,7 +130,7 @@ def save_model(
         "params": serial.to_plain({k: v for k, v in params.items() if k != "class_weight"}),
         "class_weight": serial.to_plain(params.get("class_weight")),
         **{
-            _key(name): serial.to_plain(value)
+            _key(name): serial.to_plain(value[0] if name in ONE_NUMBER else value)
             for name, value in fitted._asdict().items()
             if name not in ARRAYS
         },
@@ -201,6 +203,8 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
     for name in FittedModel._fields:
         if name not in ARRAYS:
             value = serial.from_plain(meta.get(_key(name)))
+            if name in ONE_NUMBER:
+                value = np.array([value], dtype=ONE_NUMBER[name])
             values[name] = np.array(value) if isinstance(value, list) else value
     fitted = FittedModel(**values)
     params = serial.from_plain(meta.get("params", {}))

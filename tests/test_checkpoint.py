@@ -105,7 +105,9 @@ def test_early_stopping_state_survives_a_resume(data, tmp_path):
     }
     full = dlr.LogisticRegression(**params).fit(path, validation_data=valid)
     store = str(tmp_path / "ckpt")
-    stop_at = full.n_iter_ - 2  # inside the patience window: the best weights must be restored
+    stop_at = (
+        int(full.n_iter_[0]) - 2
+    )  # inside the patience window: the best weights must be restored
     dlr.LogisticRegression(**{**params, "max_iter": stop_at}).fit(
         path, validation_data=valid, checkpoint=store
     )
@@ -289,4 +291,48 @@ def test_the_cli_killed_after_a_checkpoint_resumes_to_identical_weights(tmp_path
     )
     full, resumed = dlr.load(str(tmp_path / "full")), dlr.load(str(tmp_path / "m"))
     np.testing.assert_array_equal(resumed.coef_, full.coef_)
+    np.testing.assert_array_equal(resumed.loss_history_, full.loss_history_)
+
+
+#: ``dlr`` in a process that SIGKILLs itself when the objective is evaluated for the N-th time
+#: (argv[1]): dead mid-pass, as by the out-of-memory killer, with no chance to clean up.
+KILLED_MID_PASS = """
+import os, signal, sys
+from dlr.cli import main
+from dlr.objective import Objective
+
+kill_at, calls, evaluate = int(sys.argv[1]), [0], Objective.__call__
+
+def dying(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate(self, *args, **kwargs)
+
+Objective.__call__ = dying
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize(("solver", "max_iter", "kill_at"), [("lbfgs", 10, 6), ("newton", 5, 4)])
+def test_the_cli_sigkilled_mid_pass_resumes_to_identical_weights(
+    data, tmp_path, solver, max_iter, kill_at
+):
+    path, _ = data
+    args = ["-q", "train", path, "--solver", solver, "--C", "0.5", "--tol", "0"]
+    args += ["--max-iter", str(max_iter), "--cache-size", "0"]
+    full = dlr.LogisticRegression(solver=solver, C=0.5, tol=0, max_iter=max_iter).fit(path)
+    store, model = tmp_path / "ckpt", str(tmp_path / "m")
+    resumable = [*args, "--model", model, "--checkpoint", str(store)]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_PASS, str(kill_at), *resumable], timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not os.path.exists(model)
+    saved = json.loads((store / "LATEST").read_text())["checkpoint"]
+    assert 1 <= int(saved[5:13]) < max_iter
+    subprocess.run([DLR, *resumable, "--resume"], check=True, timeout=300)
+    resumed = dlr.load(model)
+    np.testing.assert_array_equal(resumed.coef_, full.coef_)
+    np.testing.assert_array_equal(resumed.intercept_, full.intercept_)
     np.testing.assert_array_equal(resumed.loss_history_, full.loss_history_)
