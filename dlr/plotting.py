@@ -28,11 +28,11 @@ def plot_loss(model, path: str) -> None:
         ax.plot(range(len(history)), history, marker=".", label="validation")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    ax.set_title(f"dlr {model.solver_}: {model.n_iter_} iterations, {model.n_passes_} passes")
+    ax.set_title(f"dlr {model.solver_}: {model.n_iter_[0]} iterations, {model.n_passes_} passes")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    ext = os.path.splitext(path)[1].lstrip(".") or "png"
+    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     with staged(path, overwrite=True) as tmp:
         fig.savefig(tmp, format=ext)
     plt.close(fig)

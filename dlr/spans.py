@@ -224,16 +224,19 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
             row = int(np.argmax(pc.is_null(array).to_numpy(zero_copy_only=False)))
             raise DataError(f"'{file}', column '{column}', row {offset + row}: missing value")
     x_dtype = np.dtype(schema["x_dtype"])
-    X = np.empty((batch.num_rows, len(features)), dtype=x_dtype)
-    for j, column in enumerate(features):
-        X[:, j] = batch.column(column).to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(X[:, j])
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(
-                f"'{file}', column '{column}', row {offset + row}: {X[row, j]}; features must "
-                "be finite (no NaN or inf)"
-            )
+    X = np.column_stack(
+        [
+            batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False)
+            for c in features
+        ]
+    )
+    finite = np.isfinite(X)
+    if not finite.all():
+        row, j = (int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(
+            f"'{file}', column '{features[j]}', row {offset + row}: {X[row, j]}; features must "
+            "be finite (no NaN or inf)"
+        )
     raw = batch.column(label).to_numpy(zero_copy_only=False)
     if raw.dtype.kind == "f":
         bad = ~(np.isfinite(raw) & (raw == np.round(raw)))
@@ -317,17 +320,21 @@ class _GroupWriter:
         self.pending_rows = 0
 
     def append(self, X, y, w) -> None:
+        """Add rows; every whole chunk they complete is written at once."""
         if len(y):
             self.pending.append((X, y, w))
             self.pending_rows += len(y)
-        while self.pending_rows >= self.c:
-            self._flush(self.c)
+        if self.pending_rows >= self.c:
+            self._flush(self.pending_rows // self.c * self.c)
 
     def close(self) -> None:
+        """Write the last, partial chunk."""
         if self.pending_rows:
             self._flush(self.pending_rows)
 
     def _flush(self, rows: int) -> None:
+        """Write the first ``rows`` pending rows (whole chunks, or the last one) and keep the
+        rest pending."""
         X = np.concatenate([p[0] for p in self.pending])
         y = np.concatenate([p[1] for p in self.pending])
         w = np.concatenate([p[2] for p in self.pending]) if self.w is not None else None
@@ -369,7 +376,7 @@ def _stage(
             X, y, w = _check(batch, schema, file, offset)
             for h, a in zip(hashes, (X, y, w), strict=True):
                 if a is not None:
-                    h.update(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).data)
+                    h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
             held = holdout_mask(X, y, w, holdout_fraction)
             keep = ~held
             train.append(X[keep], y[keep], w[keep] if w is not None else None)
