@@ -356,7 +356,7 @@ class _Run:
                 "training": {
                     "solver": model.solver_,
                     "warm_start": champion is not None,
-                    "n_iter": int(model.n_iter_),
+                    "n_iter": int(np.ravel(model.n_iter_)[0]),  # (1,) as in scikit-learn
                     "n_passes": int(model.n_passes_),
                     "converged": bool(model.converged_),
                     "loss_history": [float(v) for v in model.loss_history_],

@@ -90,9 +90,25 @@ def coefficients(registry: Registry, version: int) -> bytes:
     return model.coef_.tobytes() + model.intercept_.tobytes()
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """A paused process sleeps for an hour: kill whatever a failing test left running."""
+    yield
+    while STARTED:
+        p = STARTED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+
+
 def start_paused(command: list[str], stage: str) -> subprocess.Popen:
     env = {**os.environ, "DLR_TEST_PAUSE_AT": stage}
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    p = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    STARTED.append(p)
+    return p
 
 
 def wait_for_pause(process: subprocess.Popen, timeout: float = 120.0) -> None:
