@@ -40,7 +40,7 @@ import zarr
 from dlr.dataset import open_dataset
 from dlr.engine import Engine
 from dlr.errors import DataError
-from dlr.kernel import single_threaded_blas
+from dlr.linalg import single_threaded_blas
 from dlr.oracle import gradients
 from dlr.sources import from_dataset
 from dlr.synthetic import make_dataset

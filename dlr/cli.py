@@ -114,6 +114,22 @@ def with_scheduler(f):
     return command
 
 
+def with_arrays(*, labels: bool = True):
+    """Add ``--x`` (and, with ``labels``, ``--y``): the names of the feature and label arrays
+    in DATA, passed to the command as ``x_name`` and ``y_name``."""
+
+    def add(f):
+        if labels:
+            f = click.option(
+                "--y", "y_name", default="y", show_default=True, help="label array in DATA."
+            )(f)
+        return click.option(
+            "--x", "x_name", default="X", show_default=True, help="feature array in DATA."
+        )(f)
+
+    return add
+
+
 def with_tls(f):
     """Add the --tls-* options to a command."""
     for option in reversed(tls_options):
@@ -317,8 +333,7 @@ def _class_weight(value: str | None):
     show_default=True,
     help="decoded chunks kept in memory: auto, 0 (stream every pass), or e.g. 512MB.",
 )
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
-@click.option("--y", "y_name", default="y", show_default=True, help="label array in DATA.")
+@with_arrays()
 @click.option("--overwrite", is_flag=True, help="replace the model directory if it exists.")
 @with_scheduler
 @storage_option
@@ -405,7 +420,7 @@ def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str,
     help="zarr array for the probabilities, chunked like DATA: (m,) P(second class) for two "
     "classes, (m, K) otherwise.",
 )
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
+@with_arrays(labels=False)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
 @with_scheduler
 @storage_option
@@ -440,8 +455,7 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
-@click.option("--y", "y_name", default="y", show_default=True, help="label array in DATA.")
+@with_arrays()
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON.")
 @with_scheduler
 @storage_option
@@ -461,8 +475,7 @@ def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_opti
 
 @main.command()
 @click.argument("data")
-@click.option("--x", "x_name", default="X", show_default=True)
-@click.option("--y", "y_name", default="y", show_default=True)
+@with_arrays()
 @storage_option
 def info(data, x_name, y_name, storage_option):
     """Describe the dataset DATA: layout, shape, chunks, codecs, attributes."""

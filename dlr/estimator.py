@@ -19,10 +19,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dlr import model_io, scoring
 from dlr.checkpoint import CheckpointStore, check_compatible
+from dlr.chunks import ChunkContext
 from dlr.dataset import open_dataset
 from dlr.engine import Engine
 from dlr.errors import DataError, DlrError, NotFittedError
-from dlr.kernel import ChunkContext, chunk_logits, single_threaded_blas
+from dlr.kernel import chunk_logits
+from dlr.linalg import single_threaded_blas
 from dlr.memory import parse_size
 from dlr.objective import Objective
 from dlr.progress import ProgressReporter

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 from sklearn.exceptions import DataConversionWarning
 
+from dlr.chunks import ChunkContext
 from dlr.dataset import (
     Dataset,
     check_chunks_present,
@@ -27,7 +28,6 @@ from dlr.dataset import (
     sample_chunking,
 )
 from dlr.errors import DataError, DataTypeError
-from dlr.kernel import ChunkContext
 
 #: Samples per chunk for in-memory NumPy input: about this many bytes of features.
 IN_MEMORY_CHUNK_BYTES = 32 << 20
