@@ -1,6 +1,9 @@
-"""The ``dlr`` command line: make-data, train, predict, evaluate, info, demo.
+"""The ``dlr`` command line: make-data, train, predict, evaluate, info, demo, cluster.
 
 Errors a user can fix are printed as one line on stderr with exit status 1, never a traceback.
+
+The group is also ``dask dlr`` (entry point group ``dask_cli``): dask imports this module each
+time any ``dask`` command starts, so it imports only click; each command imports what it needs.
 """
 
 import functools
@@ -11,10 +14,8 @@ import warnings
 from contextlib import contextmanager
 
 import click
-import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-from dlr import __version__
+from dlr._version import __version__
 from dlr.errors import DlrError
 
 LAYOUTS = ("samples-first", "features-first")
@@ -24,6 +25,8 @@ class DlrGroup(click.Group):
     """Turns dlr's own errors into one-line messages and a non-zero exit."""
 
     def invoke(self, ctx):
+        from sklearn.exceptions import ConvergenceWarning  # here, not at import: it takes a second
+
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
@@ -149,7 +152,7 @@ def _scheduler_for(scheduling: dict, data: str, storage_options: dict | None, ar
         yield client
 
 
-@click.group(cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("dlr", cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlr")
 @click.option("-q", "--quiet", is_flag=True, help="only print results and errors.")
 def main(quiet):
@@ -426,6 +429,8 @@ def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str,
 @storage_option
 def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option):
     """Write the model's probabilities for every sample of DATA to --out."""
+    import numpy as np
+
     from dlr import scoring
 
     options = _storage_options(storage_option)
@@ -461,6 +466,8 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
 @storage_option
 def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_option):
     """Log-loss, accuracy, ROC AUC, confusion matrix and calibration of MODEL on DATA."""
+    import numpy as np
+
     from dlr import scoring
 
     options = _storage_options(storage_option)
