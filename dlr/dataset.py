@@ -1,46 +1,66 @@
-"""The dlr dataset format: a zarr v3 group holding a feature array and a label array.
+"""Opening and validating a dataset in zarr: the one module that knows groups, arrays,
+dimension names and chunk grids, and how dlr writes its own datasets.
 
-- ``X``: (m, n) with ``dimension_names == ("sample", "feature")``, or (n, m) with
-  ``("feature", "sample")`` (the seed lecture's layout); chunked along the sample axis only.
-- ``y``: (m,), labels in {0, 1}, chunked like ``X`` along the samples.
+A dataset is a zarr group (v2 or v3; written by dlr, zarr, dask, xarray, ...) holding
 
-Arrays without dimension names are read as samples × features. ``url`` is a local path or any
-fsspec URL (``s3://...``), with ``storage_options`` passed through to fsspec.
+- a feature array (``X`` by default): (m, n) samples × features, or (n, m) features × samples —
+  decided by its dimension names (see :func:`layout_of`); the sample axis's chunks (shards,
+  when sharded) are the chunks dlr reads and caches;
+- optionally a label array (``y``) and a sample-weight array: (m,), chunked in any way (they
+  are read by sample range). Labels are any integer or float class labels (two classes: binary
+  model; more: multinomial).
+
+Absent chunks read as the array's fill value, as zarr defines them, except in arrays recording
+that every chunk is stored (:data:`ALL_CHUNKS_STORED`; everything dlr writes), where a missing
+chunk is an error naming it. ``url`` is a local path or any fsspec URL (``s3://...``), with
+``storage_options`` passed through to fsspec.
 """
 
 import math
-import os
-import sys
-import threading
 from dataclasses import dataclass
 
-import crc32c
 import numpy as np
 import zarr
-from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
 from dlr.atomic import is_local
+from dlr.decode import DirectDecoder, direct_decoder, stored_dims
 from dlr.errors import DataError
-from dlr.memory import per_thread, small_page_empty
 
 SAMPLES_FIRST = ("sample", "feature")
 FEATURES_FIRST = ("feature", "sample")
 LAYOUTS = {"samples-first": SAMPLES_FIRST, "features-first": FEATURES_FIRST}
 
+#: The array attribute (under "dlr") recording that every chunk is stored, so that an absent
+#: chunk is data lost, not fill values.
+ALL_CHUNKS_STORED = "all_chunks_stored"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A validated zarr array of the dataset and how its chunks are decoded (None: by zarr)."""
+
+    arr: zarr.Array
+    decoder: DirectDecoder | None
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """An opened, validated dataset. ``x`` and ``y`` are zarr arrays (``y`` may be None)."""
+    """An opened, validated dataset.
+
+    ``x``, ``y`` and ``s`` (sample weights) are zarr arrays (``y`` and ``s`` may be None);
+    ``bounds[i]`` is the (start, stop) sample range of chunk i, from ``x``'s chunk grid;
+    ``decoders`` holds the direct decoder (or None) of ``x``, ``y`` and ``s``.
+    """
 
     url: str
     x: zarr.Array
     y: zarr.Array | None
     samples_first: bool
-    s: zarr.Array | None = None
+    s: zarr.Array | None
+    bounds: tuple
+    decoders: tuple
 
     @property
     def n_samples(self) -> int:
@@ -52,16 +72,11 @@ class Dataset:
 
     @property
     def chunk_samples(self) -> int:
-        return sample_chunking(self.x, self.samples_first)
+        return self.bounds[0][1] - self.bounds[0][0]
 
     @property
     def n_chunks(self) -> int:
-        return math.ceil(self.n_samples / self.chunk_samples)
-
-    def chunk_bounds(self) -> list[tuple[int, int]]:
-        """(start, stop) sample range of every chunk, in chunk order."""
-        c, m = self.chunk_samples, self.n_samples
-        return [(s, min(s + c, m)) for s in range(0, m, c)]
+        return len(self.bounds)
 
     def fingerprint(self) -> dict:
         """What identifies the data a model was trained on (recorded in model files)."""
@@ -88,35 +103,63 @@ def open_dataset(
     """Open and validate a dataset; ``y=None`` opens features only (for prediction), and
     ``sample_weight`` names an optional array of per-sample weights shaped like ``y``.
 
-    Raises :class:`DataError` naming the problem: missing group or array, wrong dtype, empty
-    shape, chunking across features, X/y mismatch, or chunks missing from the store.
+    Raises :class:`DataError` naming the problem: missing group or array, a path to an array
+    instead of a group, wrong dtype, empty shape, X/y mismatch, or chunks missing from an array
+    that records every chunk stored.
     """
     group = _open_group(url, storage_options)
-    xa = _open_member(group, url, x)
-    samples_first = check_features_array(xa, f"{url}/{x}")
-    ds = Dataset(
+    dlr_group = _dlr_attrs(group).get("format") == "dlr-dataset"  # written before the attribute
+    members = [_open_member(group, url, name) if name else None for name in (x, y, sample_weight)]
+    return dataset_of(url, *members, stored=dlr_group)
+
+
+def dataset_of(
+    url: str,
+    xa: zarr.Array,
+    ya: zarr.Array | None = None,
+    sa: zarr.Array | None = None,
+    *,
+    stored: bool = False,
+) -> Dataset:
+    """Validate zarr arrays as a dataset: ``xa`` the features, ``ya`` labels and ``sa`` sample
+    weights (each optional). ``stored``: treat every array as recording all chunks stored."""
+
+    def where(arr):
+        return (
+            f"{url}/{arr.path}" if arr.store_path.store == xa.store_path.store else arr.store_path
+        )
+
+    samples_first = layout_of(xa, where(xa), ya)
+    columns = [check_features(xa, samples_first, where(xa), stored)]
+    m = xa.shape[0 if samples_first else 1]
+    for arr, name in ((ya, "y"), (sa, "sample weights")):
+        columns.append(
+            check_per_sample(arr, m, where(arr), name, stored) if arr is not None else None
+        )
+    grid = chunk_grid(xa)
+    return Dataset(
         url,
         xa,
-        _open_member(group, url, y) if y is not None else None,
+        ya,
         samples_first,
-        _open_member(group, url, sample_weight) if sample_weight is not None else None,
+        sa,
+        regular_bounds(m, grid[0 if samples_first else 1]),
+        tuple(c.decoder if c is not None else None for c in columns),
     )
-    for arr, name in ((ds.y, "y"), (ds.s, "sample weights")):
-        if arr is not None:
-            check_sample_array(arr, ds.n_samples, ds.chunk_samples, f"{url}/{arr.path}", name)
-    for arr in (ds.x, ds.y, ds.s):
-        if arr is not None:
-            check_chunks_present(arr, url)
-    return ds
 
 
 def _open_group(url: str, storage_options: dict | None) -> zarr.Group:
+    # storage options are for object stores; zarr refuses them with a local path
+    options = None if is_local(url) else storage_options
     try:
-        # storage options are for object stores; zarr refuses them with a local path
-        options = None if is_local(url) else storage_options
         return zarr.open_group(url, mode="r", storage_options=options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         raise DataError(f"no zarr group at '{url}' (expected a dlr dataset)") from None
+    except zarr.errors.ContainsArrayError:
+        raise DataError(
+            f"'{url}' is a zarr array, not a group: pass the group holding the features and "
+            "labels, and name them with --x/--y"
+        ) from None
 
 
 def _open_member(group: zarr.Group, url: str, name: str) -> zarr.Array:
@@ -130,18 +173,39 @@ def _open_member(group: zarr.Group, url: str, name: str) -> zarr.Array:
     return node
 
 
-def layout_of(xa: zarr.Array, where: str) -> bool:
-    """True if ``xa`` is samples × features, from its ``dimension_names`` (default: True)."""
-    names = tuple(getattr(xa.metadata, "dimension_names", None) or ())
+def _dlr_attrs(node) -> dict:
+    meta = node.attrs.get("dlr")
+    return meta if isinstance(meta, dict) else {}
+
+
+def chunk_grid(arr: zarr.Array) -> tuple:
+    """The chunk shape dlr reads by: the shard shape when sharded, else the chunk shape."""
+    return getattr(arr, "shards", None) or arr.chunks
+
+
+def regular_bounds(m: int, c: int) -> tuple:
+    """(start, stop) of every chunk of ``c`` samples (the last may be shorter) of ``m``."""
+    return tuple((s, min(s + c, m)) for s in range(0, m, c))
+
+
+def layout_of(xa: zarr.Array, where: str, ya: zarr.Array | None = None) -> bool:
+    """True if ``xa`` is samples × features, False if features × samples.
+
+    From X's dimension names (``dimension_names`` in zarr v3, xarray's ``_ARRAY_DIMENSIONS``
+    in v2): ("sample", "feature") or ("feature", "sample"); else the dimension that labels
+    ``ya`` share with X, or the one named "sample" (or not named "feature"), is the sample axis;
+    without any of these, X is samples × features.
+    """
     if xa.ndim != 2:
         raise DataError(not_2d_message(f"X '{where}'", xa.shape))
-    if names in ((), (None, None), SAMPLES_FIRST):
+    names = stored_dims(xa)
+    if len(names) != 2 or names[0] == names[1]:
         return True
-    if names == FEATURES_FIRST:
-        return False
-    raise DataError(
-        f"X '{where}' has dimension_names {names}; expected {SAMPLES_FIRST} or {FEATURES_FIRST}"
-    )
+    shared = stored_dims(ya) if ya is not None and ya.ndim == 1 else ()
+    for axis_names in (shared, ("sample",)):
+        if axis_names and axis_names[0] in names:
+            return names.index(axis_names[0]) == 0
+    return names[0] != "feature"
 
 
 def check_dtype(dtype: np.dtype, what: str, kinds: str = "iuf") -> None:
@@ -171,54 +235,40 @@ def not_2d_message(what: str, shape) -> str:
     )
 
 
-def sample_chunking(xa, samples_first: bool) -> int:
-    """Samples per chunk of a 2-D zarr array (shards, when sharded, are the unit read)."""
-    grid = getattr(xa, "shards", None) or xa.chunks
-    return grid[0 if samples_first else 1]
-
-
-def check_features_array(xa: zarr.Array, where: str) -> bool:
-    """Validate a feature array (2-D, real dtype, non-empty, whole-sample chunks).
-
-    Returns True if it is samples × features, False if features × samples.
-    """
-    samples_first = layout_of(xa, where)
+def check_features(xa: zarr.Array, samples_first: bool, where: str, stored: bool) -> Column:
+    """Validate a 2-D feature array in its layout (real dtype, non-empty, chunks stored)."""
     check_dtype(xa.dtype, f"X '{where}'")
     m, n = xa.shape if samples_first else xa.shape[::-1]
     check_not_empty(m, n, f"X '{where}'")
-    grid = getattr(xa, "shards", None) or xa.chunks
-    if grid[1 if samples_first else 0] < n:
-        raise DataError(
-            f"X '{where}' is chunked along features (chunks {grid}, shape {xa.shape}); dlr reads "
-            "whole samples, so chunk along the sample axis only"
-        )
-    return samples_first
+    return _column(xa, where, stored, samples_first)
 
 
-def check_sample_array(ya, n_samples: int, chunk_samples: int, where: str, name: str) -> None:
-    """Shape, dtype and chunking of a per-sample array (``name``: "y" or "sample weights")
-    against its features."""
-    if ya.ndim != 1 or ya.shape[0] != n_samples:
+def check_per_sample(arr: zarr.Array, n_samples: int, where: str, name: str, stored: bool):
+    """Validate a per-sample array (``name``: "y" or "sample weights") against its features:
+    shape (n_samples,), real dtype, chunks stored. Its chunking is free."""
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
         raise DataError(
-            f"{name} '{where}' has shape {ya.shape} but X has {n_samples} samples; "
+            f"{name} '{where}' has shape {arr.shape} but X has {n_samples} samples; "
             f"expected shape ({n_samples},)"
         )
-    check_dtype(ya.dtype, f"{name} '{where}'", kinds="biuf")
-    grid = getattr(ya, "shards", None) or ya.chunks
-    if grid[0] != chunk_samples and n_samples > min(grid[0], chunk_samples):
-        raise DataError(
-            f"X and {name} are chunked differently: X has {chunk_samples} samples per chunk, "
-            f"'{where}' has {grid[0]}; rechunk it like X"
-        )
+    check_dtype(arr.dtype, f"{name} '{where}'", kinds="biuf")
+    return _column(arr, where, stored, True)
 
 
-def check_chunks_present(arr: zarr.Array, url: str) -> None:
-    """Raise if a chunk of ``arr`` is missing from the store.
+def _column(arr: zarr.Array, where: str, stored: bool, samples_first: bool) -> Column:
+    stored = stored or _dlr_attrs(arr).get(ALL_CHUNKS_STORED) is True
+    if stored:
+        check_chunks_present(arr, where)
+    one_row_of_chunks = (
+        arr.ndim == 1
+        or arr.chunks[1 if samples_first else 0] >= (arr.shape[1 if samples_first else 0])
+    )
+    return Column(arr, direct_decoder(arr, stored) if one_row_of_chunks else None)
 
-    zarr fills a missing chunk with the fill value on read, so a deleted chunk would silently
-    become zeros. (Arrays written with ``write_empty_chunks=False`` omit all-fill chunks; dlr
-    writes every chunk.)
-    """
+
+def check_chunks_present(arr: zarr.Array, where: str) -> None:
+    """Raise if a chunk of ``arr`` is missing from the store (for an array recording that every
+    chunk is stored: there zarr would silently read a lost chunk as fill values)."""
     store = arr.store_path.store
     prefix = arr.store_path.path
     prefix = f"{prefix}/" if prefix else ""
@@ -227,132 +277,28 @@ def check_chunks_present(arr: zarr.Array, url: str) -> None:
         return {k[len(prefix) :] async for k in store.list_prefix(prefix)}
 
     present = sync(keys())
-    grid = getattr(arr, "shards", None) or arr.chunks
+    grid = chunk_grid(arr)
     counts = [math.ceil(s / c) for s, c in zip(arr.shape, grid, strict=True)]
     for coords in np.ndindex(*counts):
         key = arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))
         if key not in present:
             raise DataError(
-                f"chunk {coords} of array '{arr.path}' in '{url}' is missing from the store "
-                f"(key '{prefix}{key}'); zarr would read it as fill values, so dlr refuses it"
+                f"chunk {coords} of array '{arr.path}' in '{where}' is missing from the store "
+                f"(key '{prefix}{key}'); the array records that every chunk is stored, and zarr "
+                "would read it as fill values, so dlr refuses it"
             )
 
 
-def read_block(
-    arr: zarr.Array,
-    samples_first: bool,
-    start: int,
-    stop: int,
-    origin: str,
-    chunk: int,
-    reuse: bool = False,
-):
-    """Read samples [start, stop) (chunk ``chunk``) of a 1-D or 2-D array of the dataset
-    ``origin``, naming the chunk if it fails to decode.
-
-    Arrays stored as dlr writes them are read directly (see :func:`_read_direct`); with
-    ``reuse``, into a buffer of this thread that the next read overwrites — for a caller that
-    is done with the data before its next read, as a streamed chunk's task is.
-    """
-    try:
-        if _direct(arr) and start == chunk * arr.chunks[0 if samples_first else -1]:
-            full = _read_direct(arr, chunk, samples_first, reuse)
-            if full is None:
-                raise DataError(
-                    f"chunk {chunk} of array '{arr.path}' in {origin} is missing from the store"
-                )
-            rows = stop - start
-            return full[:rows] if arr.ndim == 1 or samples_first else full[:, :rows]
-        if arr.ndim == 1 or samples_first:
-            return arr[start:stop]
-        return arr[:, start:stop]
-    except DataError:
-        raise
-    except Exception as e:  # zarr raises bare ValueError/RuntimeError for corrupt chunks
-        raise DataError(
-            f"could not read chunk {chunk} of array '{arr.path}' in {origin} (samples "
-            f"{start}–{stop - 1}): the chunk is corrupt or unreadable ({e})"
-        ) from e
-
-
-def _direct(arr: zarr.Array) -> bool:
-    """Whether ``arr`` is stored exactly as :func:`codecs` writes it, unsharded and in this
-    machine's byte order: then its chunks can be decoded without zarr's general machinery."""
-    compressors = arr.compressors
-    return (
-        getattr(arr, "shards", None) is None
-        and not arr.filters
-        and isinstance(arr.serializer, BytesCodec)
-        and len(compressors) == 2
-        and isinstance(compressors[0], BloscCodec)
-        and isinstance(compressors[1], Crc32cCodec)
-        and arr.dtype.isnative
-        and sys.byteorder == "little"
-    )
-
-
-_buffers = threading.local()
-
-
-def _read_direct(arr: zarr.Array, chunk: int, samples_first: bool, reuse: bool):
-    """Chunk ``chunk`` of ``arr`` (whole, padded as stored), or None if it is missing.
-
-    The stored bytes are blosc's frame followed by the crc32c of that frame (zarr's Crc32cCodec);
-    the checksum is verified, then blosc decodes straight into the result. This skips zarr's
-    per-read buffer allocations and copies: half the time of ``arr[...]`` and about a third of
-    its peak memory for a streamed chunk.
-    """
-    coords = (chunk,) if arr.ndim == 1 else ((chunk, 0) if samples_first else (0, chunk))
-    key = arr.metadata.encode_chunk_key(coords)
-    if arr.store_path.path:
-        key = f"{arr.store_path.path}/{key}"
-    raw = _stored_bytes(arr.store_path.store, key)
-    if raw is None:
-        return None
-    frame = raw[:-4]
-    if crc32c.crc32c(frame) != int.from_bytes(raw[-4:].tobytes(), "little"):
-        raise ValueError("stored and computed crc32c checksums differ")
-    shape = arr.chunks
-    if reuse:
-        out = per_thread(
-            f"chunk of {arr.path}", (shape, arr.dtype.str), lambda: np.empty(shape, arr.dtype)
-        )
-    else:
-        out = small_page_empty(shape, arr.dtype)
-    blosc.decompress(frame, out)
-    return out
-
-
-def _stored_bytes(store, key: str) -> np.ndarray | None:
-    """The bytes stored under ``key`` (uint8), or None if absent. From a local store they are
-    read into a buffer of this thread, grown as needed, that the thread's next read overwrites
-    (the caller decodes them at once): reading allocates nothing, which keeps the allocator from
-    holding on to freed chunk-sized blocks and spares fresh pages their first-touch faults."""
-    if isinstance(store, LocalStore):
-        path = os.path.join(str(store.root), key)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                cache = getattr(_buffers, "stored", None)
-                if cache is None or cache.size < size:  # grown, with headroom, never shrunk
-                    cache = _buffers.stored = np.empty(size + size // 8 + 64, dtype=np.uint8)
-                raw = cache[:size]
-                if f.readinto(memoryview(raw)) != size:
-                    raise ValueError(f"short read of '{path}'")
-                return raw
-        except FileNotFoundError:
-            return None
-    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
-    return None if buffer is None else buffer.as_numpy_array()
-
-
 def codecs() -> dict:
-    """How dlr stores chunks: little-endian bytes, blosc-lz4 with byte shuffle (fast to decode),
-    and a crc32c checksum so a corrupt chunk fails loudly instead of decoding to garbage."""
+    """How dlr stores an array (``create_array`` keywords): little-endian bytes, blosc-lz4 with
+    byte shuffle (fast to decode), a crc32c checksum so a corrupt chunk fails loudly instead of
+    decoding to garbage, and every chunk stored — recorded in the array's attributes, so that a
+    chunk missing later is reported as lost instead of read as fill values."""
     return {
         "serializer": BytesCodec(),
         "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()],
         "config": {"write_empty_chunks": True},
+        "attributes": {"dlr": {ALL_CHUNKS_STORED: True}},
     }
 
 
@@ -392,7 +338,7 @@ def create_arrays(
 def describe(ds: Dataset) -> str:
     """A few human-readable lines about a dataset (``dlr info``)."""
     layout = "samples-first" if ds.samples_first else "features-first"
-    bounds = ds.chunk_bounds()
+    bounds = ds.bounds
     last = bounds[-1][1] - bounds[-1][0]
     lines = [
         f"dataset   {ds.url}",
@@ -403,7 +349,11 @@ def describe(ds: Dataset) -> str:
         else "y         none",
         f"chunks    {ds.n_chunks} of {ds.chunk_samples} samples"
         + (f" (last {last})" if last != ds.chunk_samples else ""),
-        "codecs    " + ", ".join(_codec_name(c) for c in (ds.x.serializer, *ds.x.compressors)),
+        f"codecs    zarr v{ds.x.metadata.zarr_format}: "
+        + ", ".join(
+            _codec_name(c) for c in (ds.x.serializer, *ds.x.filters, *ds.x.compressors) if c
+        )
+        + ("" if ds.decoders[0] else " (read through zarr)"),
         f"decoded   {ds.n_samples * ds.n_features * ds.x.dtype.itemsize / 1e6:.1f} MB of features",
     ]
     meta = dict(zarr.open_group(ds.x.store_path.store, mode="r").attrs).get("dlr", {})

@@ -18,15 +18,14 @@ from sklearn.exceptions import DataConversionWarning
 from dlr.chunks import ChunkContext
 from dlr.dataset import (
     Dataset,
-    check_chunks_present,
     check_dtype,
-    check_features_array,
     check_not_empty,
-    check_sample_array,
+    check_per_sample,
+    dataset_of,
     not_2d_message,
-    read_block,
-    sample_chunking,
+    regular_bounds,
 )
+from dlr.decode import DirectDecoder, read_block
 from dlr.errors import DataError, DataTypeError
 
 #: Samples per chunk for in-memory NumPy input: about this many bytes of features.
@@ -53,8 +52,16 @@ class ZarrChunks:
     in_memory = False
     graph: dict = {}
 
-    def __init__(self, arr: zarr.Array, bounds, samples_first: bool, origin: str):
-        self.arr, self.bounds, self.samples_first, self.origin = arr, bounds, samples_first, origin
+    def __init__(
+        self,
+        arr: zarr.Array,
+        bounds,
+        samples_first: bool,
+        origin: str,
+        decoder: DirectDecoder | None,
+    ):
+        self.arr, self.bounds, self.samples_first = arr, bounds, samples_first
+        self.origin, self.decoder = origin, decoder
 
     def expr(self, i: int, *, capture: bool = False, streamed: bool = True):
         """The read task; with ``capture``, a failed read yields its DataError as the value.
@@ -73,6 +80,7 @@ class ZarrChunks:
             self.origin,
             i,
             streamed,
+            self.decoder,
         )
 
 
@@ -148,37 +156,38 @@ class Source:
 
 
 def from_dataset(ds: Dataset) -> Source:
-    bounds = tuple(ds.chunk_bounds())
+    """The source of an opened dataset (see :func:`dlr.dataset.open_dataset`)."""
     where = f"'{ds.url}'"
+    dx, dy, ds_ = ds.decoders
     return Source(
         origin=where,
-        x=ZarrChunks(ds.x, bounds, ds.samples_first, where),
-        y=ZarrChunks(ds.y, bounds, True, where) if ds.y is not None else None,
+        x=ZarrChunks(ds.x, ds.bounds, ds.samples_first, where, dx),
+        y=ZarrChunks(ds.y, ds.bounds, True, where, dy) if ds.y is not None else None,
         n_samples=ds.n_samples,
         n_features=ds.n_features,
         samples_first=ds.samples_first,
-        bounds=bounds,
-        dtype=ds.x.dtype,
+        bounds=ds.bounds,
+        dtype=ds.x.dtype.newbyteorder("="),
         fingerprint=ds.fingerprint(),
-        s=ZarrChunks(ds.s, bounds, True, where) if ds.s is not None else None,
+        s=ZarrChunks(ds.s, ds.bounds, True, where, ds_) if ds.s is not None else None,
     )
 
 
 def from_arrays(X, y=None, sample_weight=None) -> Source:
     """A source over in-memory, dask or zarr arrays; ``X`` is samples × features.
 
-    A zarr ``X`` may instead be features × samples if its ``dimension_names`` say so. ``y`` and
-    ``sample_weight`` may each be NumPy, dask or zarr arrays of shape (m,).
+    A zarr ``X`` may instead be features × samples if its dimension names say so (see
+    :func:`dlr.dataset.layout_of`). ``y`` and ``sample_weight`` may each be NumPy, dask or zarr
+    arrays of shape (m,).
     """
+    zarr_source = None
     if isinstance(X, zarr.Array):
-        where = f"'{X.store_path}'"
-        samples_first = check_features_array(X, str(X.store_path))
-        m, n = X.shape if samples_first else X.shape[::-1]
-        c = sample_chunking(X, samples_first)
-        check_chunks_present(X, str(X.store_path))
-        bounds = _regular_bounds(m, c)
-        xc = ZarrChunks(X, bounds, samples_first, where)
-        fp = {"kind": "zarr", "url": str(X.store_path), "chunk_samples": c}
+        zarr_y, zarr_s = (a if isinstance(a, zarr.Array) else None for a in (y, sample_weight))
+        ds = dataset_of(str(X.store_path.store), X, zarr_y, zarr_s)
+        zarr_source = from_dataset(ds)
+        where, samples_first, bounds = zarr_source.origin, ds.samples_first, ds.bounds
+        m, n, xc = ds.n_samples, ds.n_features, zarr_source.x
+        fp = {"kind": "zarr", "url": ds.url, "chunk_samples": ds.chunk_samples}
     elif isinstance(X, da.Array):
         where, samples_first = "the input dask array", True
         m, n = _check_x_shape(X.shape, X.dtype, "X")
@@ -195,36 +204,37 @@ def from_arrays(X, y=None, sample_weight=None) -> Source:
         where, samples_first = "the input array", True
         X = _as_numpy(X, "X")
         m, n = _check_x_shape(X.shape, X.dtype, "X")
-        bounds = _regular_bounds(m, max(1, IN_MEMORY_CHUNK_BYTES // (n * X.dtype.itemsize)))
+        bounds = regular_bounds(m, max(1, IN_MEMORY_CHUNK_BYTES // (n * X.dtype.itemsize)))
         xc = NumpyChunks(X, bounds, True)
         fp = {"kind": "numpy"}
     fp.update(shape=[m, n], dtype=str(X.dtype))
+
+    def column(a, name, attribute):
+        if isinstance(a, zarr.Array) and zarr_source is not None:
+            return getattr(zarr_source, attribute)  # validated with X
+        return _column(a, name, m, bounds)
+
     return Source(
         where,
         xc,
-        _column(y, "y", m, bounds),
+        column(y, "y", "y"),
         m,
         n,
         samples_first,
         bounds,
-        X.dtype,
+        X.dtype.newbyteorder("="),
         fp,
-        _column(sample_weight, "sample_weight", m, bounds),
+        column(sample_weight, "sample_weight", "s"),
     )
 
 
-def _regular_bounds(m: int, c: int) -> tuple:
-    return tuple((s, min(s + c, m)) for s in range(0, m, c))
-
-
 def _column(a, name: str, m: int, bounds):
-    """A per-sample array (labels or weights) chunked like the features, or None."""
+    """A per-sample array (labels or weights) read in the features' chunks, or None."""
     if a is None:
         return None
     if isinstance(a, zarr.Array):
-        check_sample_array(a, m, bounds[0][1] - bounds[0][0], str(a.store_path), name)
-        check_chunks_present(a, str(a.store_path))
-        return ZarrChunks(a, bounds, True, f"'{a.store_path}'")
+        column = check_per_sample(a, m, str(a.store_path), name, stored=False)
+        return ZarrChunks(a, bounds, True, f"'{a.store_path}'", column.decoder)
     if not isinstance(a, da.Array):
         a = _as_numpy(a, name)
     if a.ndim == 2 and a.shape == (m, 1):

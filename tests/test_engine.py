@@ -5,7 +5,8 @@ import pytest
 
 import dlr
 from dlr import kernel, oracle, sources
-from dlr.dataset import open_dataset, read_block
+from dlr.dataset import open_dataset
+from dlr.decode import read_block
 from dlr.engine import Engine, Labels
 from dlr.sources import from_dataset
 from tests.conftest import RTOL_FLOAT64, assert_matches, load_arrays
