@@ -15,9 +15,18 @@ _LAZY = {
     "LogisticRegression": "dlr.estimator",
     "load": "dlr.estimator",
     "NotFittedError": "dlr._sklearn_errors",
+    "export_onnx": "dlr.export",
 }
 
-__all__ = ["DataError", "DlrError", "LogisticRegression", "ModelError", "NotFittedError", "load"]
+__all__ = [
+    "DataError",
+    "DlrError",
+    "LogisticRegression",
+    "ModelError",
+    "NotFittedError",
+    "export_onnx",
+    "load",
+]
 
 
 def __getattr__(name: str):

@@ -9,6 +9,7 @@ time any ``dask`` command starts, so it imports only click; each command imports
 import functools
 import json
 import logging
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -21,8 +22,39 @@ from dlr.errors import DlrError
 LAYOUTS = ("samples-first", "features-first")
 
 
+def _verbosity(ctx, param, value) -> None:
+    """-q: warnings and errors only; -v: also what dlr decided and why (debug records)."""
+    if value:
+        level = logging.WARNING if param.name == "quiet" else logging.DEBUG
+        logging.getLogger("dlr").setLevel(level)
+
+
+def _verbosity_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_verbosity,
+            help="only print results and errors.",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            is_flag=True,
+            expose_value=False,
+            callback=_verbosity,
+            help="also print what dlr chose and why (cache budget...).",
+        ),
+    ]
+
+
 class DlrGroup(click.Group):
-    """Turns dlr's own errors into one-line messages and a non-zero exit."""
+    """Turns dlr's own errors into one-line messages and a non-zero exit; gives every command
+    the -q and -v options, which may also come before the command's name."""
+
+    def add_command(self, cmd, name=None):
+        cmd.params.extend(_verbosity_options())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx):
         from sklearn.exceptions import ConvergenceWarning  # here, not at import: it takes a second
@@ -38,8 +70,12 @@ class DlrGroup(click.Group):
         except DlrError as e:
             click.echo(f"dlr: error: {e}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("dlr: interrupted; nothing was published", err=True)
+        except KeyboardInterrupt as e:
+            resume = getattr(e, "dlr_resume", None)
+            click.echo(
+                "dlr: interrupted; nothing was published" + (f"; {resume}" if resume else ""),
+                err=True,
+            )
             sys.exit(130)
 
 
@@ -155,14 +191,16 @@ def _scheduler_for(scheduling: dict, data: str, storage_options: dict | None, ar
 @click.group("dlr", cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlr")
 @click.option("-q", "--quiet", is_flag=True, help="only print results and errors.")
-def main(quiet):
+@click.option("-v", "--verbose", is_flag=True, help="also print what dlr chose and why.")
+def main(quiet, verbose):
     """Out-of-core logistic regression over chunked zarr data, computed by dask."""
     logging.basicConfig(
         level=logging.WARNING,  # other libraries (s3fs, botocore...): warnings only
         format="%(asctime)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("dlr").setLevel(logging.WARNING if quiet else logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("dlr").setLevel(level)
 
 
 @main.command("make-data")
@@ -366,6 +404,7 @@ def train(
     from dlr.model_io import model_exists
 
     options = _storage_options(storage_option)
+    _refuse_overlap(model_path, {"the dataset": data, "the validation dataset": validation})
     if model_exists(model_path, options) and not overwrite:
         raise DlrError(f"model '{model_path}' exists; choose another path or pass --overwrite")
     if plot:
@@ -400,6 +439,30 @@ def train(
         f"{model.n_passes_} passes over the data, final loss {model.loss_history_[-1]:.6g}, "
         f"{model.fit_seconds_:.2f}s; model written to {model_path}"
     )
+
+
+def _normalized(path: str) -> str:
+    from dlr.atomic import is_local, local_path
+
+    if is_local(path):
+        return os.path.realpath(local_path(path))
+    return path.rstrip("/")
+
+
+def _refuse_overlap(model_path: str, datasets: dict) -> None:
+    """Refuse a model path that is a dataset, inside one, or holds one: writing the model
+    (with --overwrite, replacing the directory) would destroy the data."""
+    model = _normalized(model_path)
+    for what, data in datasets.items():
+        if data is None:
+            continue
+        other = _normalized(data)
+        if model == other or model.startswith(other + "/") or other.startswith(model + "/"):
+            where = "is" if model == other else "is inside" if len(model) > len(other) else "holds"
+            raise DlrError(
+                f"--model '{model_path}' {where} {what} '{data}': writing the model there would "
+                "destroy the data; choose a model path outside it"
+            )
 
 
 def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str, y: str | None):
@@ -478,6 +541,33 @@ def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_opti
         click.echo(json.dumps(metrics))
         return
     click.echo(scoring.report(metrics))
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx"]),
+    default="onnx",
+    show_default=True,
+    help="file format.",
+)
+@click.option("--out", required=True, help="file to write (atomically).")
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
+@storage_option
+def export(model_path, fmt, out, overwrite, storage_option):
+    """Write MODEL as an ONNX graph: input X (N, n_features) float32, outputs label and
+    probabilities (N, K)."""
+    from dlr.estimator import load
+    from dlr.export import OPSET, export_onnx
+
+    model = load(model_path, _storage_options(storage_option))
+    export_onnx(model, out, overwrite=overwrite)
+    click.echo(
+        f"wrote {out}: ONNX (opset {OPSET}) of {model_path}, "
+        f"{len(model.classes_)} classes, {model.n_features_in_} features"
+    )
 
 
 @main.command()
@@ -574,3 +664,9 @@ def cluster(
         sys.stdout.flush()
         stopped_by = run_until_stopped(running)
     click.echo(f"cluster stopped ({stopped_by})")
+
+
+from dlr.cli_registry import ingest, registry  # noqa: E402 (it uses the options above)
+
+main.add_command(ingest)
+main.add_command(registry)

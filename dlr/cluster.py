@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 
 from dlr.errors import DlrError
+from dlr.memory import workers_memory_limit
 
 HOST = "127.0.0.1"
 #: No dashboard; the HTTP server that still serves /health and /metrics listens on 127.0.0.1 too.
@@ -68,7 +69,9 @@ def local_cluster(
     threads_per_worker : int
         Threads of each worker.
     memory_limit : str
-        Memory limit of each worker: ``auto``, ``0`` (none) or a size such as ``4GB``.
+        Memory limit of each worker: ``auto``, ``0`` (none) or a size such as ``4GB``. In a
+        memory-limited cgroup, ``auto`` shares what the cgroup has free among the workers (dask's
+        own ``auto`` reads only the root cgroup's limit).
     port : int
         Scheduler port; 0 picks a free one.
     scheduler_file : str, optional
@@ -95,6 +98,8 @@ def local_cluster(
         raise DlrError(f"port must be between 0 and 65535, got {port}")
     if port and not _port_free(port):
         raise DlrError(f"port {port} of {HOST} is in use; choose another (0: any free port)")
+    if memory_limit == "auto":
+        memory_limit = workers_memory_limit(n_workers) or "auto"
     log_dir = tempfile.mkdtemp(prefix="dlr-cluster-")
     scheduler_file = os.path.abspath(scheduler_file or os.path.join(log_dir, "scheduler.json"))
     if os.path.exists(scheduler_file):

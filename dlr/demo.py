@@ -42,10 +42,14 @@ def relative_error(a, b) -> float:
 
 
 def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learning_rate, echo):
+    """Run the demo in ``directory`` (default: a new temporary directory). The model and the
+    loss curve (``loss.png``, if matplotlib is installed) are kept there; the dataset is removed
+    at the end unless ``directory`` was given."""
     keep = directory is not None
     directory = directory or tempfile.mkdtemp(prefix="dlr-demo-")
     os.makedirs(directory, exist_ok=True)
     data, model_path = os.path.join(directory, "data.zarr"), os.path.join(directory, "model")
+    curve = os.path.join(directory, "loss.png")
     try:
         meta = make_dataset(
             data,
@@ -81,6 +85,13 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
         )
         echo("\n   loss J(w, b) per iteration:")
         echo("\n".join("   " + line for line in ascii_curve(model.loss_history_).splitlines()))
+        try:
+            from dlr.plotting import plot_loss
+
+            plot_loss(model, curve)
+            echo(f"   (the same curve as an image: {curve})")
+        except ImportError:
+            echo("   (pip install matplotlib to get it as a PNG image too)")
 
         echo("\n3. the NumPy oracle (the lecture's equations, whole dataset in memory):")
         group = zarr.open_group(data, mode="r")
@@ -115,6 +126,8 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
         )
         if verdict != "agree":
             raise SystemExit(1)
+        kept = "the model and the loss curve are" if os.path.exists(curve) else "the model is"
+        echo(f"\n{kept} kept in {directory}")
     finally:
         if not keep:
-            shutil.rmtree(directory, ignore_errors=True)
+            shutil.rmtree(data, ignore_errors=True)  # the dataset only

@@ -6,21 +6,34 @@ partial sums in chunk-index order. The order is fixed, so the result is bit-iden
 scheduler and any number of workers. Only the partial sums ever reach the client.
 """
 
+import logging
 import sys
 import uuid
 from typing import NamedTuple
 
 import dask
 import dask.base
+import dask.local
+import dask.system
 import dask.threaded
 import numpy as np
 from dask.optimization import cull
 
-from dlr.errors import DataError
+from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_partials, chunk_summary, merge_summaries, partials_at_zero
 from dlr.linalg import pin_blas_for_process, single_threaded_blas
-from dlr.memory import cluster_budget, local_budget, parse_size
+from dlr.memory import (
+    auto_budget,
+    check_streaming_fits,
+    human,
+    memory_room,
+    parse_size,
+    streaming_bytes,
+    worker_room,
+)
 from dlr.sources import Source
+
+log = logging.getLogger("dlr")
 
 
 def current_get():
@@ -135,24 +148,74 @@ class Engine:
         self._summaries: list[dict | None] = [None] * source.n_chunks
         self.summary: dict | None = None  # the merged first-pass summary, once summarized
         self._graph = source.graph
-        self._cache(self._cached_chunks(parse_size(cache_size)))
+        self._cache(self._placement(parse_size(cache_size)))
 
-    def _cached_chunks(self, budget) -> list[int]:
-        """Chunks to keep: all of in-memory input, else those fitting the budget, in order."""
+    def _placement(self, budget) -> dict:
+        """Chunks to keep, {worker: [chunk, ...]} (None: this process, or anywhere for
+        in-memory input): all of in-memory input, else those fitting the budget, in order.
+
+        Checks first that streaming fits in memory — here, or on every worker — and raises
+        :class:`DlrError` naming the chunk size and the limit if it does not, or if an explicit
+        ``budget`` would not fit next to it. ``auto`` takes
+        :data:`dlr.memory.AUTO_FRACTION` of what streaming leaves (see :mod:`dlr.memory`).
+        """
         src = self.source
         if src.in_memory:
-            return list(range(src.n_chunks))
+            return {None: list(range(src.n_chunks))}
+        sizes = [src.chunk_nbytes(i) for i in range(src.n_chunks)]
+        largest = max(range(src.n_chunks), key=sizes.__getitem__)
+        s, e = src.bounds[largest]
+        chunk = f"chunk {largest} of {src.origin} (samples {s}–{e - 1})"
+        if self.client is None:
+            rooms = {None: (memory_room(), local_threads(self.get))}
+        else:
+            rooms = dict(sorted(self.client.run(worker_room).items()))
+        left = {
+            w: check_streaming_fits(room, sizes[largest], threads, chunk, w or "")
+            for w, (room, threads) in rooms.items()
+        }
         if budget == "auto":
-            budget = cluster_budget(self.client) if self.client else local_budget()
-        chosen, used = [], 0
-        for i in range(src.n_chunks):
-            used += src.chunk_nbytes(i)
-            if used > budget:
-                break
-            chosen.append(i)
-        return chosen
+            capacity = {w: auto_budget(b) for w, b in left.items()}
+        else:  # an explicit size is the total over the workers
+            capacity = {w: budget // len(left) for w in left}
+        placement = place_chunks(sizes, capacity)
+        for w, chunks in placement.items():
+            kept = sum(sizes[i] for i in chunks)
+            if kept > left[w]:
+                where = f" on {w}" if w else ""
+                raise DlrError(
+                    f"not enough memory{where} for --cache-size {human(budget)}: it would keep "
+                    f"{human(kept)} of decoded chunks, but {rooms[w][0].why} leaves "
+                    f"{human(left[w])} after streaming; use --cache-size auto or a smaller size"
+                )
+        if budget == "auto":
+            kept = [i for chunks in placement.values() for i in chunks]
+            if self.client is None:
+                room, threads = rooms[None]
+                why = (
+                    f"half of the {human(left[None])} that {room.why} leaves after "
+                    f"{human(streaming_bytes(sizes[largest], threads))} for streaming on "
+                    f"{threads} thread{'s' if threads > 1 else ''}"
+                )
+            else:
+                least = min(capacity, key=capacity.get)
+                sizes_range = sorted({human(b) for b in (capacity[least], max(capacity.values()))})
+                why = (
+                    f"{'–'.join(sizes_range)} on each of {len(left)} workers, half of what its "
+                    f"memory leaves after streaming (least on {least}: {rooms[least][0].why})"
+                )
+            log.debug(
+                "cache_size=auto: %d of %d chunks of %s kept in memory (%s); budget %s",
+                len(kept),
+                src.n_chunks,
+                src.origin,
+                human(sum(sizes[i] for i in kept)),
+                why,
+            )
+        return placement
 
-    def _cache(self, chunks: list[int]) -> None:
+    def _cache(self, placement: dict) -> None:
+        chunks = sorted(i for placed in placement.values() for i in placed)
         if not chunks:
             return
         self.cached_bytes = sum(self.source.chunk_nbytes(i) for i in chunks)
@@ -173,17 +236,22 @@ class Engine:
                 self._exprs[i] = tuple(loaded)
                 self._summaries[i] = summary
             return
-        dsk, keys = dict(self._graph), []
-        for i in chunks:
-            self._exprs[i] = self.source.exprs(i, streamed=False)
-            for j, e in enumerate(self._exprs[i]):
-                if e is not None:
-                    # In-memory arrays travel inside a task, not scattered: a worker that dies
-                    # loses nothing the scheduler cannot recompute.
-                    key = (f"dlr-cache-{self.token}-{j}", i)
-                    dsk[key] = (np.asarray, e) if isinstance(e, np.ndarray) else e
-                    keys.append(key)
-        futures = dict(zip(keys, self.client.get(dsk, keys, sync=False), strict=True))
+        futures = {}
+        for worker, placed in placement.items():
+            dsk, keys = dict(self._graph), []
+            for i in placed:
+                self._exprs[i] = self.source.exprs(i, streamed=False)
+                for j, e in enumerate(self._exprs[i]):
+                    if e is not None:
+                        # In-memory arrays travel inside a task, not scattered: a worker that
+                        # dies loses nothing the scheduler cannot recompute.
+                        key = (f"dlr-cache-{self.token}-{j}", i)
+                        dsk[key] = (np.asarray, e) if isinstance(e, np.ndarray) else e
+                        keys.append(key)
+            # The chunks a worker has room for go to that worker; the restriction is loose, so
+            # if it dies they are recomputed on another.
+            where = {"workers": [worker], "allow_other_workers": True} if worker else {}
+            futures.update(zip(keys, self.client.get(dsk, keys, sync=False, **where), strict=True))
         for i in chunks:
             self._exprs[i] = tuple(
                 futures[(f"dlr-cache-{self.token}-{j}", i)] if e is not None else None
@@ -267,6 +335,37 @@ class Engine:
             "it probably needs more memory than a worker has: store the data in smaller chunks "
             "(dlr make-data --chunk-samples, or rechunk) or give the workers more memory"
         )
+
+
+def local_threads(get) -> int:
+    """Threads a local scheduler ``get`` runs tasks on at once."""
+    if get is dask.local.get_sync:
+        return 1
+    return dask.config.get("num_workers", None) or dask.system.CPU_COUNT
+
+
+def place_chunks(sizes: list[int], capacity: dict) -> dict:
+    """Where to keep chunks: {worker: [chunk, ...]} (worker None: this process).
+
+    Chunks are taken in order and dealt round-robin to the workers (in the order of
+    ``capacity``) that still have room for them, each within its ``capacity`` bytes; the first
+    chunk that fits nowhere ends the cache (the rest are streamed).
+    """
+    room = dict(capacity)
+    placed = {w: [] for w in capacity}
+    workers = list(capacity)
+    turn = 0
+    for i, size in enumerate(sizes):
+        for k in range(len(workers)):
+            w = workers[(turn + k) % len(workers)]
+            if size <= room[w]:
+                placed[w].append(i)
+                room[w] -= size
+                turn = (turn + k + 1) % len(workers)
+                break
+        else:
+            break
+    return {w: chunks for w, chunks in placed.items() if chunks}
 
 
 def labels_from(summary: dict, origin: str) -> np.ndarray:

@@ -58,18 +58,24 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : "auto" (Newton for up to 20 parameters, else L-BFGS), "newton",
-        "lbfgs" or "gd" (the seed lecture's fixed-step gradient descent).
+    solver : "auto" (Newton where its Hessian pass is cheap, else L-BFGS: see
+        :func:`dlr.solvers.choose`), "newton", "lbfgs" or "gd" (the seed lecture's fixed-step
+        gradient descent). Newton and L-BFGS work in preconditioned coordinates of the same
+        model (see :mod:`dlr.objective`).
     C : inverse regularization strength; ``np.inf`` for none (the seed's plain objective).
     l1_ratio : 0 for L2, 1 for L1, in between for elastic net.
     fit_intercept : learn the intercept (never penalized).
     standardize : train on features scaled to zero mean and unit variance (statistics from the
-        first pass); ``coef_`` is always reported on the original scale.
+        first pass, weighted by ``sample_weight`` as ``StandardScaler().fit(X, sample_weight)``
+        does); the penalty then applies to the standardized coefficients. ``coef_`` is always
+        reported on the original scale.
     class_weight : None, "balanced" or {label: weight}.
     max_iter : maximum iterations. Each iteration is one pass over the data, plus one per extra
         line-search trial.
-    tol : Newton/L-BFGS stop when max |∇F| ≤ tol; gradient descent stops when F changes by less
-        than tol relative to the previous iteration (0 runs exactly ``max_iter``).
+    tol : Newton/L-BFGS stop when max |∇F| ≤ tol in their coordinates (Newton also needs its
+        predicted remaining decrease ≤ tol²·max(F, tol)); gradient descent stops when F
+        changes by less than tol relative to the previous iteration (0 runs exactly
+        ``max_iter``).
     learning_rate, line_search, nesterov : gradient descent's step α, Armijo backtracking of
         that step, and Nesterov momentum (not both).
     memory : correction pairs kept by L-BFGS.
@@ -77,8 +83,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     early_stopping, n_iter_no_change : with ``validation_data`` in ``fit``, stop once the
         validation loss has not improved for that many iterations and keep the best weights.
     cache_size : bytes of decoded chunks kept in memory between passes: an int, a string such
-        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"`` (half the available memory, or
-        half the workers' memory limits on a distributed cluster).
+        as ``"512MB"``, ``0`` to stream every pass, or ``"auto"``: half of what the tighter of
+        the host's memory and the cgroup limit (on a cluster, each worker's memory) leaves after
+        streaming (see :mod:`dlr.memory`).
     verbose : report progress every iteration (a bar on a terminal, log records otherwise).
 
     Attributes
@@ -190,14 +197,19 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if there is none.
         """
         self._validate_params()
-        if y is None and not _is_path(X):
+        if y is None and not (_is_path(X) or isinstance(X, Source)):
             raise DataError(
                 "LogisticRegression requires y to be passed, but the target y is None "
                 "(only a dataset path carries its own labels)"
             )
         started = time.perf_counter()
         source, decoded = _training_source(X, y, sample_weight, x_name, y_name, storage_options)
-        engine = Engine(source, cache_size=self.cache_size, moments=self.standardize)
+        # Every solver but the seed's gradient descent works in scaled coordinates, from the
+        # feature moments of the first pass (see dlr.objective).
+        precondition = self.solver != "gd"
+        engine = Engine(
+            source, cache_size=self.cache_size, moments=self.standardize or precondition
+        )
         summary = engine.summarize()
         validation, validation_summary = None, None
         if validation_data is not None:
@@ -218,6 +230,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             l1_ratio=float(self.l1_ratio),
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
+            precondition=precondition,
             class_weight=self.class_weight,
             validation=validation,
             validation_summary=validation_summary,
@@ -225,9 +238,15 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         classes = objective.labels.classes
         labels = decoded[classes] if decoded is not None else classes
         start = self._starting_point(objective, labels, init, storage_options)
-        solver = choose(self.solver, objective.n_params)
+        solver = choose(self.solver, objective.n_params, source.n_samples)
         run = {
-            "params": {"solver": solver, **{k: _jsonable(getattr(self, k)) for k in TRAJECTORY}},
+            "params": {
+                "solver": solver,
+                # the coordinates θ is saved in (checkpoints written before preconditioning
+                # hold unscaled θ and must not be resumed as scaled)
+                "solver_coordinates": "preconditioned" if precondition else "original",
+                **{k: _jsonable(getattr(self, k)) for k in TRAJECTORY},
+            },
             "data": _jsonable(source.fingerprint),
             "validation": _jsonable(validation.source.fingerprint) if validation else None,
         }
@@ -262,6 +281,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             if engine.client is None:
                 raise
             raise DlrError(watcher.lost_scheduler_message(e)) from None
+        except KeyboardInterrupt as e:
+            e.dlr_resume = watcher.resume_hint()  # for the CLI's one-line message
+            if e.dlr_resume:
+                e.add_note(e.dlr_resume)
+            raise
         finally:
             watcher.close()
         watcher.finish(state)
@@ -510,6 +534,16 @@ class _Watcher:
         log.info("resuming from checkpoint %s/%s (iteration %d)", self.store.url, name, iteration)
         return payload["state"]
 
+    def resume_hint(self) -> str | None:
+        """Where a stopped run can continue from, in words; None without a checkpoint."""
+        if self.last_checkpoint is None:
+            return None
+        name, iteration = self.last_checkpoint
+        return (
+            f"the last checkpoint is iteration {iteration} ('{self.store.url}/{name}'): run the "
+            "same command again with --resume (resume=True) to continue from it"
+        )
+
     def lost_scheduler_message(self, error) -> str:
         address = getattr(self.engine.client.scheduler, "address", "?")
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
@@ -531,16 +565,23 @@ class _Watcher:
 
 
 def _warn_not_converged(model, solver, state) -> None:
+    """Say why the fit stopped short, what to change, and whether that changes the model."""
+    same = "(neither changes the model)"
     if state.stalled:
         why = "the line search could not decrease the loss any further (rounding)"
+        hint = f"the loss is flat to rounding here: raise tol, or use solver='newton' {same}"
     else:
         why = f"it reached max_iter={model.max_iter}"
-    hint = {
-        "gd": "increase max_iter or learning_rate, try line_search=True or nesterov=True, "
-        "or use solver='newton' or 'lbfgs'",
-        "lbfgs": "increase max_iter, or set standardize=True for badly scaled features",
-        "newton": "increase max_iter, or check for perfectly separable data (set C < inf)",
-    }[solver]
+        hint = {
+            "gd": "increase max_iter or learning_rate, set line_search=True or nesterov=True, "
+            "or use solver='newton' or 'lbfgs' (none of these changes the model); "
+            "standardize=True also conditions badly scaled features but changes the model "
+            "(it penalizes the standardized coefficients)",
+            "lbfgs": "increase max_iter, or use solver='newton', whose passes also compute the "
+            f"Hessian {same}",
+            "newton": f"increase max_iter {same}; if the classes are perfectly separable and "
+            "C=inf there is no optimum: a finite C changes the model",
+        }[solver]
     warnings.warn(
         f"dlr LogisticRegression (solver '{solver}') stopped before converging: {why}; {hint}",
         ConvergenceWarning,
@@ -617,6 +658,10 @@ def _is_path(X) -> bool:
 
 
 def _source(X, y, sample_weight, *, x_name, y_name, storage_options) -> Source:
+    if isinstance(X, Source):  # e.g. the committed spans of a registry (dlr.spanset)
+        if y is not None or sample_weight is not None:
+            raise DlrError("a Source carries its own labels and weights; pass it alone")
+        return X
     if _is_path(X):
         if y is not None:
             raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")

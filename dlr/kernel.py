@@ -339,12 +339,14 @@ def chunk_summary(
     """Validate a chunk and summarize it for the first pass.
 
     Returns ``count``; with ``moments``, per-feature ``mean`` and ``m2`` (sum of squared
-    deviations); and, with labels, the sorted distinct ``labels`` (L,) with their ``counts``,
-    summed ``weights`` (L,) and — for at most :data:`MAX_LABEL_SUMS` labels — ``label_sums``
-    (L, n), the weighted feature sums Σ s_i x_i over the samples of each label, from which the
-    loss and gradient at θ = 0 follow without another pass (:func:`partials_at_zero`). All
-    float64. Raises :class:`DataError` naming the chunk and sample for non-finite features,
-    labels or weights, non-integral labels, negative weights or too many labels.
+    deviations), both weighted by the sample weights ``s`` whose total is ``moment_weight`` (as
+    scikit-learn's ``StandardScaler().fit(X, sample_weight=s)``); and, with labels, the sorted
+    distinct ``labels`` (L,) with their ``counts``, summed ``weights`` (L,) and — for at most
+    :data:`MAX_LABEL_SUMS` labels — ``label_sums`` (L, n), the weighted feature sums Σ s_i x_i
+    over the samples of each label, from which the loss and gradient at θ = 0 follow without
+    another pass (:func:`partials_at_zero`). All float64. Raises :class:`DataError` naming the
+    chunk and sample for non-finite features, labels or weights, non-integral labels, negative
+    weights or too many labels.
     """
     n = x.shape[1] if samples_first else x.shape[0]
     m_c = x.shape[0] if samples_first else x.shape[1]
@@ -369,31 +371,38 @@ def chunk_summary(
     rows = min(block_samples(n), m_c)
     ones, sums, part = aligned((rows,)), aligned((n,)), aligned((n,))
     ones[:] = 1.0
-    stats = (0, np.zeros(n), np.zeros(n))
+    weighted = moments and s is not None
+    block_weights = aligned((rows,)) if weighted else ones
+    stats = (0.0, np.zeros(n), np.zeros(n))
     with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
         for b0, b1, xb in _blocks(x, n, samples_first):
-            # Every sum below takes in every value of the block, so a NaN or inf anywhere in it
-            # shows in them: the block is scanned for the culprit only then.
+            # Every sum below takes in every value of the block (a zero weight times NaN or inf
+            # is NaN), so a NaN or inf anywhere in it shows in them: the block is scanned for
+            # the culprit only then.
             finite = True
+            wb = block_weights[: b1 - b0]
+            if weighted:
+                np.copyto(wb, s[b0:b1])
             if by_label is not None:
                 for label, row in enumerate(by_label):
                     np.matmul(row[b0:b1], xb, out=part)
                     label_sums[label] += part
                     finite = finite and np.isfinite(part).all()
             if moments or by_label is None:
-                np.matmul(ones[: b1 - b0], xb, out=sums)
+                np.matmul(wb, xb, out=sums)
                 finite = finite and np.isfinite(sums).all()
             if not finite:
                 check.features(x[b0:b1] if samples_first else x[:, b0:b1].T, b0)
-            if moments:
-                mean = sums / (b1 - b0)
+            total = float(b1 - b0) if not weighted else float(wb.sum())
+            if moments and total > 0:
+                mean = sums / total
                 xb -= mean  # the block's own copy, overwritten in place
                 xb *= xb
-                np.matmul(ones[: b1 - b0], xb, out=sums)
-                stats = _merge_moments(stats, (b1 - b0, mean, sums.copy()))
+                np.matmul(wb, xb, out=sums)
+                stats = _merge_moments(stats, (total, mean, sums.copy()))
     out = {"count": m_c}
     if moments:
-        out.update(mean=stats[1], m2=stats[2])
+        out.update(moment_weight=stats[0], mean=stats[1], m2=stats[2])
     if y is None:
         return out
     weights = counts.astype(np.float64) if s is None else np.bincount(inverse, weights=s)
@@ -434,12 +443,12 @@ def merge_summaries(parts: list[dict]) -> dict:
     every chunk has them."""
     stats = None
     if "mean" in parts[0]:
-        stats = (0, np.zeros_like(parts[0]["mean"]), np.zeros_like(parts[0]["m2"]))
+        stats = (0.0, np.zeros_like(parts[0]["mean"]), np.zeros_like(parts[0]["m2"]))
     labels: dict[int, list] = {}
     with_sums = all("label_sums" in p for p in parts)
     for p in parts:
         if stats is not None:
-            stats = _merge_moments(stats, (p["count"], p["mean"], p["m2"]))
+            stats = _merge_moments(stats, (p["moment_weight"], p["mean"], p["m2"]))
         sums = p["label_sums"] if with_sums else [None] * len(p.get("labels", ()))
         for label, count, weight, total in zip(
             p.get("labels", ()), p.get("counts", ()), p.get("weights", ()), sums, strict=True
@@ -451,7 +460,7 @@ def merge_summaries(parts: list[dict]) -> dict:
                 entry[2] = entry[2] + total
     out = {"count": sum(p["count"] for p in parts)}
     if stats is not None:
-        out.update(mean=stats[1], m2=stats[2])
+        out.update(moment_weight=stats[0], mean=stats[1], m2=stats[2])
     if "labels" in parts[0]:
         keys = sorted(labels)
         out.update(

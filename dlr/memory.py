@@ -1,9 +1,13 @@
-"""Memory budgets (parsing ``--cache-size`` values, resolving ``auto``), the allocation of
-the arrays the chunk cache keeps, and the buffers a thread reuses from task to task."""
+"""Memory budgets (parsing ``--cache-size`` values, the memory a process may still use under
+its host's and its cgroup's limits, resolving ``auto``), the allocation of the arrays the chunk
+cache keeps, and the buffers a thread reuses from task to task."""
 
+import math
 import mmap
+import os
 import re
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -13,6 +17,10 @@ from dlr.errors import DlrError
 _UNITS = {
     "": 1,
     "B": 1,
+    "K": 10**3,  # like dask's parse_bytes: a bare K, M, G or T is decimal
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
     "KB": 10**3,
     "MB": 10**6,
     "GB": 10**9,
@@ -23,12 +31,21 @@ _UNITS = {
     "TIB": 2**40,
 }
 
-#: Share of the available memory (local) or of the workers' memory limits that ``auto`` uses.
+#: Share of the memory left after streaming (locally, or on each worker) that ``auto`` caches.
 AUTO_FRACTION = 0.5
+#: Bytes a thread holds while it streams a chunk, per byte of the decoded chunk: the chunk's
+#: stored bytes as read, the decoded chunk, and a decoder's intermediate copy.
+STREAM_FACTOR = 3
+#: Share of a memory-limited cgroup's free memory given to the workers of ``--workers N``
+#: together; the rest is for the client process (which runs the scheduler and the nannies).
+WORKERS_SHARE = 0.8
+#: cgroup v1 reports "no limit" as a huge number (2^63 rounded down to a page).
+_V1_UNLIMITED = 1 << 60
 
 
 def parse_size(value) -> int | str:
-    """``0``, ``512MB``, ``1.5GiB``, an int of bytes, or ``"auto"`` → bytes or ``"auto"``."""
+    """``0``, ``512MB``, ``1.5G``, ``1.5GiB``, an int of bytes, or ``"auto"`` → bytes or
+    ``"auto"``. Units: K/KB, M/MB, G/GB, T/TB (powers of 1000), KiB, MiB, GiB, TiB (of 1024)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     text = str(value).strip()
@@ -43,15 +60,238 @@ def parse_size(value) -> int | str:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def local_budget() -> int:
-    """Bytes ``auto`` grants on this machine."""
-    return int(psutil.virtual_memory().available * AUTO_FRACTION)
+def human(n: float) -> str:
+    """Bytes in words, three significant digits: ``300 MB``, ``1.5 GB``."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
 
 
-def cluster_budget(client) -> int:
-    """Bytes ``auto`` grants on a distributed cluster: a share of the workers' memory limits."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return int(sum(w.get("memory_limit") or 0 for w in workers) * AUTO_FRACTION)
+@dataclass(frozen=True)
+class CgroupLimit:
+    """The memory limit that binds a process in its cgroup hierarchy.
+
+    ``path`` is the cgroup directory whose limit leaves the least room (the process's own or an
+    ancestor's), ``limit`` its limit in bytes, ``used`` its working set: usage minus the
+    inactive file cache, which the kernel reclaims before it kills anything.
+    """
+
+    version: int
+    path: str
+    limit: int
+    used: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def cgroup_limit(root: str = "/") -> CgroupLimit | None:
+    """This process's binding cgroup memory limit (v1 or v2), or None if no limit is set.
+
+    Reads ``/proc/self/cgroup`` (which cgroup the process is in, per hierarchy) and
+    ``/proc/self/mountinfo`` (where each hierarchy is mounted, and which part of it), then
+    every level from the process's cgroup up to the mount: cgroup v2's ``memory.max`` and
+    ``memory.high`` with ``memory.current``; v1's ``memory.limit_in_bytes`` with
+    ``memory.usage_in_bytes``. Limits are hierarchical, so the level with the least free memory
+    binds. ``root`` prefixes every path (a fake tree, in tests).
+    """
+    try:
+        memberships = _read(root, "/proc/self/cgroup").splitlines()
+        mounts = _read(root, "/proc/self/mountinfo").splitlines()
+    except OSError:
+        return None
+    found = []
+    for version, mount_root, mount_point in _cgroup_mounts(mounts):
+        member = _membership(memberships, version)
+        if member is None:
+            continue
+        top = os.path.join(root, mount_point.lstrip("/"))
+        relative = os.path.relpath(member, mount_root)
+        here = top if relative.startswith("..") else os.path.normpath(os.path.join(top, relative))
+        while True:
+            limit = _limit(here, version)
+            if limit is not None:
+                found.append(CgroupLimit(version, here, limit, _used(here, version)))
+            if here == top or len(here) <= len(top):
+                break
+            here = os.path.dirname(here)
+    return min(found, key=lambda c: c.free, default=None)
+
+
+def _read(root: str, path: str) -> str:
+    with open(os.path.join(root, path.lstrip("/"))) as f:
+        return f.read()
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes spaces, tabs, newlines and backslashes in paths as octal escapes
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _cgroup_mounts(lines: list[str]) -> list[tuple[int, str, str]]:
+    """(version, root of the hierarchy the mount shows, mount point) of memory cgroup mounts."""
+    mounts = []
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        fstype, options = tail[0], tail[2].split(",")
+        if fstype == "cgroup2":
+            mounts.append((2, _unescape(fields[3]), _unescape(fields[4])))
+        elif fstype == "cgroup" and "memory" in options:
+            mounts.append((1, _unescape(fields[3]), _unescape(fields[4])))
+    return mounts
+
+
+def _membership(lines: list[str], version: int) -> str | None:
+    """The process's cgroup path in the v2 hierarchy or in the v1 memory hierarchy."""
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if version == 2 and parts[0] == "0" and controllers == "":
+            return path.strip()
+        if version == 1 and "memory" in controllers.split(","):
+            return path.strip()
+    return None
+
+
+def _number(directory: str, name: str) -> int | None:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2): no limit
+
+
+def _limit(directory: str, version: int) -> int | None:
+    if version == 2:
+        limits = [_number(directory, "memory.max"), _number(directory, "memory.high")]
+        limits = [v for v in limits if v is not None]
+        return min(limits) if limits else None
+    limit = _number(directory, "memory.limit_in_bytes")
+    return limit if limit is not None and limit < _V1_UNLIMITED else None
+
+
+def _used(directory: str, version: int) -> int:
+    usage = _number(directory, "memory.current" if version == 2 else "memory.usage_in_bytes")
+    inactive = 0
+    try:
+        with open(os.path.join(directory, "memory.stat")) as f:
+            stat = dict(line.split() for line in f if len(line.split()) == 2)
+        inactive = int(stat.get("inactive_file" if version == 2 else "total_inactive_file", 0))
+    except (OSError, ValueError):
+        pass
+    return max(0, (usage or 0) - inactive)
+
+
+@dataclass(frozen=True)
+class Room:
+    """Memory a process may still use: ``free`` bytes under ``limit`` (the binding total).
+    ``kind`` says which limit binds — ``"host"``, ``"cgroup"`` or ``"worker"`` (a dask worker's
+    ``memory_limit``) — and ``why`` says it in words."""
+
+    free: int
+    limit: int
+    kind: str
+    why: str
+
+
+def memory_room(root: str = "/") -> Room:
+    """The tighter of the host's available memory and this process's cgroup limit."""
+    host = psutil.virtual_memory()
+    cgroup = cgroup_limit(root)
+    if cgroup is not None and cgroup.free < host.available:
+        return Room(
+            cgroup.free,
+            cgroup.limit,
+            "cgroup",
+            f"the cgroup v{cgroup.version} memory limit of {human(cgroup.limit)} "
+            f"({cgroup.path}, {human(cgroup.used)} in use)",
+        )
+    return Room(
+        host.available, host.total, "host", f"the host's available memory ({human(host.total)})"
+    )
+
+
+def worker_room(dask_worker) -> tuple[Room, int]:
+    """Run on a dask worker (``client.run``): its :class:`Room` and its number of threads.
+
+    Besides the host's and the cgroup's limits, the worker's own ``memory_limit`` binds — or
+    rather the first of its thresholds (``distributed.worker.memory.spill``, ``pause``,
+    ``terminate``: 70 %, 80 %, 95 % by default), minus what the worker process uses: above it,
+    the worker spills the cached chunks to disk, or stops running tasks altogether.
+    """
+    import dask
+
+    room = memory_room()
+    limit = dask_worker.memory_manager.memory_limit
+    if limit:
+        keys = ("spill", "pause", "terminate")
+        fractions = [dask.config.get(f"distributed.worker.memory.{k}", False) for k in keys]
+        usable = min([f for f in fractions if f] or [1.0])
+        rss = psutil.Process().memory_info().rss
+        if usable * limit - rss < room.free:
+            room = Room(
+                max(0, int(usable * limit) - rss),
+                limit,
+                "worker",
+                f"the worker's memory_limit of {human(limit)} ({usable:.0%} of it before it "
+                f"spills or pauses, {human(rss)} in use)",
+            )
+    return room, dask_worker.state.nthreads
+
+
+def streaming_bytes(chunk_nbytes: int, threads: int) -> int:
+    """Memory that streaming needs: ``threads`` chunks of ``chunk_nbytes`` decoded bytes in
+    flight at once, each taking :data:`STREAM_FACTOR` times its size."""
+    return STREAM_FACTOR * chunk_nbytes * threads
+
+
+def check_streaming_fits(room: Room, chunk_nbytes: int, threads: int, chunk: str, where: str):
+    """Bytes left after streaming; a :class:`DlrError` naming the chunk size, the limit and what
+    to do if streaming alone would not fit (the process's own use is already in ``room``).
+
+    ``chunk`` names the largest chunk, ``where`` the process or worker (``""`` for this one).
+    """
+    need = streaming_bytes(chunk_nbytes, threads)
+    if need <= room.free:
+        return room.free - need
+    at = f" on {where}" if where else ""
+    if chunk_nbytes > room.limit:
+        problem = f"{chunk} decodes to {human(chunk_nbytes)}, more than {room.why}"
+        fewer = ""
+    else:
+        problem = (
+            f"streaming {chunk} ({human(chunk_nbytes)} decoded) on {threads} thread"
+            f"{'s' if threads > 1 else ''} needs about {human(need)} ({STREAM_FACTOR}× the chunk "
+            f"per thread), but {room.why} leaves {human(room.free)}"
+        )
+        fewer = ", use fewer threads (DASK_NUM_WORKERS=1)" if threads > 1 and not where else ""
+    raise DlrError(
+        f"not enough memory to train{at}: {problem}; store the data in smaller chunks "
+        f"(dlr make-data --chunk-samples, or rechunk){fewer}, or raise the memory limit"
+    )
+
+
+def auto_budget(left: int) -> int:
+    """Bytes of decoded chunks ``auto`` caches, given the bytes left after streaming."""
+    return int(left * AUTO_FRACTION)
+
+
+def workers_memory_limit(n_workers: int, room: Room | None = None) -> int | None:
+    """The ``memory_limit`` of each of ``n_workers`` local worker processes when this process
+    runs in a memory-limited cgroup (dask's ``auto`` reads only the root cgroup's files, and
+    would give each worker a share of the host's memory); None when no cgroup limit binds."""
+    room = room or memory_room()
+    if room.kind != "cgroup":
+        return None
+    return max(1, math.floor(room.free * WORKERS_SHARE / n_workers))
 
 
 def small_page_empty(shape, dtype) -> np.ndarray:

@@ -86,7 +86,13 @@ def save_model(
 def load_model(
     path: str, storage_options: dict | None = None
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read a model; raises :class:`ModelError` naming what is missing or damaged."""
+    """Read a model; raises :class:`ModelError` naming what is missing or damaged.
+
+    ``path`` may also name a registry version: ``REG@champion``, ``REG@7`` (dlr.registry).
+    """
+    from dlr.registry import resolve_model_path
+
+    path = resolve_model_path(path, storage_options)
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     meta_path = f"{root}/model.json"
     try:

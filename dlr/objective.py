@@ -10,9 +10,22 @@ The smooth part f (everything but the L1 term) is what :meth:`Objective.__call__
 weights per coordinate are :attr:`Objective.l1`. Intercepts are never penalized.
 
 Coordinates: θ is the row-major flattening of Θ (k, n + 1) = [W | b], without the intercept
-column when ``fit_intercept`` is False. With ``standardize``, Θ applies to standardized features
-x' = (x − μ)/σ; the kernel only ever sees the equivalent parameters on the original scale,
-Θ_eff = Θ·Mᵀ, so the data are never rewritten: M = [[diag(1/σ), 0], [−(μ/σ)ᵀ, 1]].
+column when ``fit_intercept`` is False. Θ applies to scaled features x' = (x − μ)/σ; the kernel
+only ever sees the equivalent parameters on the original scale, Θ_eff = Θ·Mᵀ, so the data are
+never rewritten: M = [[diag(1/σ), 0], [−(μ/σ)ᵀ, 1]]. The model decides what is penalized:
+
+- ``standardize``: μ, σ are the features' means and standard deviations (weighted by the sample
+  weights, as ``StandardScaler().fit(X, sample_weight=s)``), and the penalty applies to the
+  standardized coefficients W — a different model from the unstandardized one.
+- ``precondition`` (without ``standardize``): the same model as on the original features. The
+  scaled coordinates only make the problem well conditioned for the solver — a diagonal (Jacobi)
+  preconditioner: σ_j² = var_j + λ₂/h is the j-th diagonal of the Hessian at θ = 0 divided by
+  its value h for a unit-variance feature (h = 1/4 binary, (K − 1)/K² multinomial), so every
+  scaled coordinate starts with the curvature of a standardized, unpenalized one. μ centres the
+  features when there is an intercept to absorb the shift (else μ = 0 and var_j is the second
+  moment about 0). The penalty stays on the original coefficients W_eff = W·diag(1/σ):
+  λ₂/2·Σ_j (w_j/σ_j)² and λ₁·Σ_j |w_j|/σ_j, exactly scikit-learn's objective.
+- neither (gradient descent, the seed's algorithm): μ = 0, σ = 1.
 """
 
 from typing import NamedTuple
@@ -36,12 +49,16 @@ class Evaluation(NamedTuple):
 
 def class_weights(class_weight, classes: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
     """(K,) weight per class: None, a {label: weight} dict, or ``"balanced"``: S / (K·S_c) with
-    S_c the summed sample weights of class c (sample counts without weights), as in
-    scikit-learn."""
+    S_c the summed sample weights of class c (sample counts without weights) and K the number of
+    classes in y, as in scikit-learn. A class whose samples all weigh zero gets weight 0 (any
+    weight gives its samples weight 0; scikit-learn's S / 0 makes them NaN)."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str) and class_weight == "balanced":
-        return weights.sum() / (len(classes) * weights)
+        present = weights > 0
+        balanced = np.zeros(len(classes))
+        balanced[present] = weights.sum() / (len(classes) * weights[present])
+        return balanced
     if isinstance(class_weight, dict):
         unknown = set(class_weight) - set(classes.tolist())
         if unknown:
@@ -65,6 +82,7 @@ class Objective:
         l1_ratio: float = 0.0,
         fit_intercept: bool = True,
         standardize: bool = False,
+        precondition: bool = False,
         class_weight=None,
         validation: Engine | None = None,
         validation_summary: dict | None = None,
@@ -81,25 +99,40 @@ class Objective:
         n = engine.source.n_features
         self.k = 1 if len(classes) == 2 else len(classes)
         self.n_features = n
+        strength = 0.0 if np.isinf(C) else 1.0 / (C * self.total_weight)
+        l2, l1 = strength * (1.0 - l1_ratio), strength * l1_ratio
         self.mean, self.scale = np.zeros(n), np.ones(n)
+        penalty_scale = np.ones(n)  # 1/σ_j where W_eff, not W, is penalized
         if standardize:  # the summary holds moments (Engine(moments=True))
             self.mean = summary["mean"]
-            scale = np.sqrt(summary["m2"] / summary["count"])
+            scale = np.sqrt(summary["m2"] / summary["moment_weight"])
             self.scale = np.where(scale > 0, scale, 1.0)
+        elif precondition:
+            var = summary["m2"] / summary["moment_weight"]
+            if fit_intercept:
+                self.mean = summary["mean"]
+            else:
+                var = var + summary["mean"] ** 2
+            h = 0.25 if self.k == 1 else (self.k - 1) / self.k**2
+            scale = np.sqrt(var + l2 / h)
+            self.scale = np.where(scale > 0, scale, 1.0)
+            penalty_scale = 1.0 / self.scale
         self.M = np.eye(n + 1)
         self.M[:n, :n] = np.diag(1.0 / self.scale)
         self.M[n, :n] = -self.mean / self.scale
-        self.M_blocks = np.kron(np.eye(self.k), self.M)  # M for each class's block of the Hessian
         free = np.ones((self.k, n + 1), dtype=bool)
         free[:, n] = fit_intercept
         self.free = free.ravel()
         coef = np.zeros((self.k, n + 1), dtype=bool)
         coef[:, :n] = True
         self.is_coef = coef.ravel()[self.free]
-        strength = 0.0 if np.isinf(C) else 1.0 / (C * self.total_weight)
-        self.l2 = strength * (1.0 - l1_ratio)
-        l1 = strength * l1_ratio
-        self.l1 = np.where(self.is_coef, l1, 0.0) if l1 > 0 else None
+        weights = np.zeros((self.k, n + 1))
+        weights[:, :n] = penalty_scale
+        weights = weights.ravel()[self.free]  # per coordinate: 1/σ_j, 1 or 0 (intercepts)
+        #: (p,) per-coordinate L2 strength: ½·Σ l2_i·θ_i² is the L2 term in solver coordinates
+        self.l2 = l2 * weights**2
+        #: (p,) per-coordinate L1 strength, or None without an L1 term
+        self.l1 = l1 * weights if l1 > 0 else None
         self.validation = validation
         if validation is not None:
             _check_validation_labels(validation_summary, classes, validation.source.origin)
@@ -137,18 +170,35 @@ class Objective:
         results = self.engine.compute(dsk, keys)
         total, S = results[0], self.total_weight
         grad = matmul(total["grad"], self.M).ravel()[self.free] / S
-        w = theta[self.is_coef]
-        loss = float(total["loss"]) / S + 0.5 * self.l2 * dot(w, w)
-        grad[self.is_coef] += self.l2 * w
+        penalty = self.l2 * theta
+        loss = float(total["loss"]) / S + 0.5 * dot(penalty, theta)
+        grad += penalty
         hess = None
         if hessian:
-            B = self.M_blocks
-            hess = matmul(matmul(B.T, total["hess"]), B)[np.ix_(self.free, self.free)] / S
-            hess[np.diag_indices_from(hess)] += self.l2 * self.is_coef
+            hess = self._hessian_in_solver_coordinates(total["hess"])[np.ix_(self.free, self.free)]
+            hess /= S
+            hess[np.diag_indices_from(hess)] += self.l2
         validation_loss = None
         if self.validation is not None:
             validation_loss = float(results[1]["loss"]) / self.validation_count
         return Evaluation(loss, grad, hess, validation_loss)
+
+    def _hessian_in_solver_coordinates(self, H: np.ndarray) -> np.ndarray:
+        """Bᵀ·H·B for B = diag(M, …, M), the kernel's Hessian H (k(n+1), k(n+1)) taken to solver
+        coordinates block by block: k(k+1)/2 products of size n + 1, not one of size k(n + 1)."""
+        n1 = self.n_features + 1
+        out = np.empty_like(H)
+        for c in range(self.k):
+            for d in range(c, self.k):
+                block = H[c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1]
+                out[c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1] = matmul(
+                    matmul(self.M.T, block), self.M
+                )
+                if d != c:  # H is symmetric
+                    out[d * n1 : (d + 1) * n1, c * n1 : (c + 1) * n1] = out[
+                        c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1
+                    ].T
+        return out
 
     def l1_term(self, theta: np.ndarray) -> float:
         return 0.0 if self.l1 is None else dot(self.l1, np.abs(theta))

@@ -33,7 +33,7 @@ def plot_loss(model, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    ext = os.path.splitext(path)[1].lstrip(".") or "png"
+    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     with staged(path, overwrite=True) as tmp:
         fig.savefig(tmp, format=ext)
     plt.close(fig)

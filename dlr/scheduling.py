@@ -131,7 +131,8 @@ def scheduler(
         ``security``).
     workers : int, optional
         Start a LocalCluster of this many worker processes listening on 127.0.0.1 only, and stop
-        it on exit.
+        it on exit. In a memory-limited cgroup their ``memory_limit`` shares what the cgroup
+        has free (see :func:`dlr.memory.workers_memory_limit`); else it is dask's ``auto``.
     scheduler_file : str, optional
         Read the address of a running scheduler from this file.
     security : distributed.security.Security, optional
@@ -164,11 +165,14 @@ def scheduler(
     if workers:
         from distributed import Client, LocalCluster
 
+        from dlr.memory import workers_memory_limit
+
         threads = max(1, (os.cpu_count() or 1) // workers)
         with (
             LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads,
+                memory_limit=workers_memory_limit(workers) or "auto",
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.preprocessing import StandardScaler
 
 from dlr import kernel, oracle
 from dlr.chunks import ChunkContext
@@ -198,6 +199,8 @@ def test_summary_refuses_a_continuous_target():
 
 def test_summary_counts_classes_and_moments_and_merges_in_order(data, block):
     X, _, t, s, _, _ = data
+    s = s.copy()
+    s[123] = 0.0  # a part whose samples all weigh nothing adds nothing to the moments
     whole = summarize(X, t + 5, s, moments=True)
     parts = [
         summarize(X[a:b], t[a:b] + 5, s[a:b], moments=True)
@@ -206,8 +209,10 @@ def test_summary_counts_classes_and_moments_and_merges_in_order(data, block):
     merged = merge_summaries(parts)
     for summary in (whole, merged):
         assert summary["count"] == M
-        assert_matches(summary["mean"], X.mean(axis=0), 1e-13)
-        assert_matches(summary["m2"], X.var(axis=0) * M, 1e-13)
+        scaler = StandardScaler().fit(X, sample_weight=s)  # moments weighted by s
+        assert_matches(summary["moment_weight"], s.sum(), 1e-14)
+        assert_matches(summary["mean"], scaler.mean_, 1e-13)
+        assert_matches(summary["m2"], scaler.var_ * s.sum(), 1e-13)
         np.testing.assert_array_equal(summary["labels"], [5, 6, 7, 8])
         np.testing.assert_array_equal(summary["counts"], np.bincount(t))
         assert_matches(summary["weights"], np.bincount(t, weights=s), 1e-14)

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 import zarr
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 
 import dlr
 from dlr.dataset import create_arrays
+from dlr.solvers import choose
 from tests.conftest import assert_matches
 
 PENALTIES = {
@@ -67,8 +71,12 @@ def sklearn_fit(
     sample_weight=None,
     class_weight=None,
 ):
-    """scikit-learn's optimum, coefficients on the original feature scale."""
-    mean, scale = (X.mean(axis=0), X.std(axis=0)) if standardize else (0.0, 1.0)
+    """scikit-learn's optimum, coefficients on the original feature scale; ``standardize``
+    scales as ``StandardScaler().fit(X, sample_weight=sample_weight)`` does."""
+    mean, scale = 0.0, 1.0
+    if standardize:
+        scaler = StandardScaler().fit(X, sample_weight=sample_weight)
+        mean, scale = scaler.mean_, scaler.scale_
     solver = "newton-cholesky" if l1_ratio == 0 else "saga"
     sk = SkLogisticRegression(
         C=C,
@@ -176,22 +184,48 @@ def test_a_warm_start_at_the_optimum_stops_after_at_most_one_iteration(binary, s
     assert_matches(model.coef_, before, 1e-8)
 
 
-def test_auto_picks_newton_for_few_parameters_and_lbfgs_for_more():
-    rng = np.random.default_rng(0)
-    X, y = make_problem(rng)
-    assert dlr.LogisticRegression().fit(X, y).solver_ == "newton"  # 5 features + intercept
-    wide = np.hstack([X] * 5)  # 26 parameters
-    assert dlr.LogisticRegression(C=0.1).fit(wide, y).solver_ == "lbfgs"
+@pytest.mark.parametrize(
+    "n_params, n_samples, expected",
+    [
+        (6, 10**9, "newton"),  # a handful of parameters: the Hessian is nearly free
+        (31, 569, "newton"),  # breast cancer: m·p² = 5.5e5
+        (650, 1797, "newton"),  # digits, 10 classes: m·p² = 7.6e8
+        (65, 4_000_000, "lbfgs"),  # m·p² = 1.7e10: a Hessian pass costs 5 gradient passes
+        (1001, 10, "lbfgs"),  # the p × p solve, p³ = 1.003e9, is not cheap
+    ],
+)
+def test_auto_picks_newton_wherever_its_hessian_pass_is_cheap(n_params, n_samples, expected):
+    assert choose("auto", n_params, n_samples) == expected
+    assert choose("gd", n_params, n_samples) == "gd"
 
 
-def test_hitting_max_iter_warns_with_an_actionable_message(binary):
+def test_auto_fits_with_the_solver_it_picks():
+    X, y = make_problem(np.random.default_rng(0))
+    wide = np.hstack([X] * 5)  # 26 parameters, 600 samples
+    assert dlr.LogisticRegression(C=0.1).fit(wide, y).solver_ == "newton"
+
+
+@pytest.mark.parametrize(
+    "solver, advice",
+    [
+        (
+            "gd",
+            r"increase max_iter or learning_rate, .*\(none of these changes the model\); "
+            r"standardize=True .* changes the model",
+        ),
+        ("lbfgs", r"increase max_iter, or use solver='newton', .*\(neither changes the model\)"),
+        ("newton", r"increase max_iter \(neither changes the model\)"),
+    ],
+)
+def test_hitting_max_iter_warns_what_to_change_and_whether_it_changes_the_model(
+    binary, solver, advice
+):
     path, *_ = binary
     with pytest.warns(
-        Warning,
-        match=r"solver 'gd'\) stopped before converging: it reached "
-        r"max_iter=3; increase max_iter",
+        ConvergenceWarning,
+        match=rf"solver '{solver}'\) stopped before converging: it reached max_iter=1; {advice}",
     ):
-        dlr.LogisticRegression(solver="gd", max_iter=3).fit(path)
+        dlr.LogisticRegression(solver=solver, max_iter=1, tol=1e-12).fit(path)
 
 
 @pytest.mark.parametrize("solver", ["newton", "lbfgs"])
@@ -231,3 +265,46 @@ def test_labels_are_any_integers_mapped_through_classes(binary):
     assert model.classes_.tolist() == [-3, 7]
     np.testing.assert_array_equal(model.coef_, reference.coef_)
     assert set(np.unique(model.predict(X))) <= {-3, 7}
+
+
+def test_standardizing_weighs_the_moments_by_the_sample_weights():
+    """Samples of weight 0 move neither the model nor the scaling: iris plus 50 zero-weight
+    outliers is iris alone, as StandardScaler(sample_weight) + LogisticRegression gives."""
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(3)
+    outliers = rng.normal(0.0, 100.0, (50, X.shape[1])) + 500.0
+    X_more = np.vstack([X, outliers])
+    y_more = np.concatenate([y, rng.integers(0, 3, 50)])
+    s = np.concatenate([rng.uniform(0.5, 2.0, len(y)), np.zeros(50)])
+    options = {"standardize": True, "tol": 1e-10, "max_iter": 1000}
+    model = dlr.LogisticRegression(**options).fit(X_more, y_more, sample_weight=s)
+    alone = dlr.LogisticRegression(**options).fit(X, y, sample_weight=s[: len(y)])
+    coef, intercept = sklearn_fit(
+        X_more, y_more, C=1.0, l1_ratio=0.0, standardize=True, sample_weight=s
+    )
+    assert_same_model(model, coef, intercept - intercept.mean(), 1e-6)
+    assert_same_model(model, alone.coef_, alone.intercept_, 1e-8)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_balanced_class_weights_with_a_class_weighing_nothing_match_scikit_learn(classes):
+    """A class whose sample weights are all 0 weighs nothing; the others get scikit-learn's
+    balanced weights S / (K·S_c) over the K classes in y (scikit-learn's own S / 0 for the
+    empty class turns those samples' weights into NaN). Without an intercept the optimum is
+    finite."""
+    X, y = load_iris(return_X_y=True)
+    y = np.minimum(y, classes - 1)
+    s = np.random.default_rng(4).uniform(0.5, 2.0, len(y))
+    s[y == classes - 1] = 0.0
+    model = dlr.LogisticRegression(
+        class_weight="balanced", fit_intercept=False, tol=1e-10, max_iter=1000
+    ).fit(X, y, sample_weight=s)
+    with np.errstate(divide="ignore"):
+        balanced = compute_class_weight("balanced", classes=np.unique(y), y=y, sample_weight=s)
+    assert np.isinf(balanced[-1])
+    balanced[-1] = 0.0
+    coef, _ = sklearn_fit(
+        X, y, C=1.0, l1_ratio=0.0, fit_intercept=False, sample_weight=s * balanced[y]
+    )
+    assert model.converged_
+    assert_same_model(model, coef, np.zeros(model.intercept_.shape), 1e-6)

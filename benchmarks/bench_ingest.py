@@ -1,0 +1,123 @@
+"""Benchmark ``dlr ingest``: Parquet → span against reading the files with pyarrow and writing the
+same arrays to zarr with the same codec, side by side in one run.
+
+- **baseline**: for each file, ``ParquetFile.iter_batches`` → a float64 (m_b, n) block and the
+  int64 labels → written chunk by chunk to a new zarr group (``dlr.dataset.codecs()``, the same
+  chunk size), then fsynced: the least any ingest must do.
+- **dlr ingest**: :func:`dlr.spans.ingest` of the same files into a fresh registry: the same
+  reads and writes plus the schema checks, the finiteness checks, the content hash, the
+  fresh-holdout split (two groups), the rename and the commit.
+
+Runs alternate (baseline, dlr, baseline, dlr, ...) so drifts of the shared machine hit both; the
+median of ``--repeats`` is reported, with the ratio and the target (≤ 1.3).
+
+    python benchmarks/bench_ingest.py [--dir bench-data/ingest] [--files 4] [--rows 500000]
+        [--features 32] [--repeats 3]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from dlr.atomic import fsync_tree
+from dlr.dataset import SAMPLES_FIRST, codecs
+from dlr.registry import Registry
+from dlr.spans import CHUNK_BYTES, ingest
+
+TARGET = 1.3
+
+
+def make_files(directory: Path, files: int, rows: int, features: int) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(files):
+        path = directory / f"day{i}-{rows}x{features}.parquet"
+        if not path.exists():
+            rng = np.random.default_rng(i)
+            X = rng.normal(size=(rows, features))
+            y = (X[:, 0] + rng.logistic(size=rows) > 0).astype(np.int64)
+            columns = {f"f{j}": X[:, j] for j in range(features)} | {"label": y}
+            pq.write_table(pa.table(columns), path, row_group_size=131072)
+        paths.append(str(path))
+    return paths
+
+
+def baseline(paths: list[str], out: Path, chunk: int) -> None:
+    """pyarrow read + zarr write of the same arrays, with dlr's codec and chunk size."""
+    for k, path in enumerate(paths):
+        f = pq.ParquetFile(path)
+        names = f.schema_arrow.names
+        features = [n for n in names if n != "label"]
+        m, n = f.metadata.num_rows, len(features)
+        group = zarr.open_group(str(out / f"g{k}"), mode="w")
+        xa = group.create_array(
+            "X",
+            shape=(m, n),
+            chunks=(chunk, n),
+            dtype="float64",
+            dimension_names=SAMPLES_FIRST,
+            **codecs(),
+        )
+        ya = group.create_array("y", shape=(m,), chunks=(chunk,), dtype="int64", **codecs())
+        start = 0
+        for batch in f.iter_batches(batch_size=chunk):
+            X = np.column_stack([batch.column(c).to_numpy() for c in features])
+            stop = start + batch.num_rows
+            xa[start:stop] = X
+            ya[start:stop] = batch.column("label").to_numpy()
+            start = stop
+    fsync_tree(str(out))
+
+
+def run_dlr(paths: list[str], out: Path) -> None:
+    ingest(paths, Registry.create_or_open(str(out)), label="label")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="bench-data/ingest")
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    directory = Path(args.dir)
+    paths = make_files(directory, args.files, args.rows, args.features)
+    chunk = max(1, CHUNK_BYTES // (args.features * 8))
+    size = sum(os.path.getsize(p) for p in paths)
+    print(
+        f"{args.files} Parquet files, {args.rows} rows × {args.features} float64 features + "
+        f"int64 label each ({size / 1e6:.0f} MB on disk); chunks of {chunk} rows"
+    )
+    times: dict[str, list[float]] = {"baseline": [], "dlr ingest": []}
+    for r in range(args.repeats):
+        for name, work in (("baseline", baseline), ("dlr ingest", None)):
+            out = directory / f"out-{name.replace(' ', '-')}"
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            if work is None:
+                run_dlr(paths, out)
+            else:
+                work(paths, out, chunk)
+            times[name].append(time.perf_counter() - started)
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+    rows = args.files * args.rows
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in medians.items():
+        print(f"{name:<11} {t:7.2f} s  {rows / t / 1e6:6.2f} M rows/s  {size / t / 1e6:7.1f} MB/s")
+    ratio = medians["dlr ingest"] / medians["baseline"]
+    verdict = "PASS" if ratio <= TARGET else "FAIL"
+    print(f"dlr ingest / baseline = {ratio:.2f} (target ≤ {TARGET}): {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,540 @@
+"""A model registry with no server: a local directory or an object-store prefix.
+
+    REG/registry.json          format, the schema fixed at the first ingest, the pinned holdout
+    REG/spans.json             the committed spans in commit order (rewriting it is the commit)
+    REG/spans/<id>/            a span's train rows: a dlr dataset (X, y[, w]), written once
+    REG/holdout/<id>/          the span's fresh-holdout rows, same format
+    REG/versions/<n>/          immutable version n: a model directory plus lineage.json
+    REG/aliases/<name>.json    {"alias", "version", "previous", "moved_at", "run", "reason", ...}
+    REG/history/<time>-<id>.json   one immutable file per event (alias move, exclude, pin, ...)
+    REG/lease.json             the lease of the run that may change the registry (dlr.lease)
+    REG/runs/<run_key>/        per-run state: run.json, checkpoints/
+
+Every file is published whole (temp + fsync + rename locally, one PUT on object storage) and
+every version directory is complete before it is visible (locally renamed into place; on object
+storage ``model.json`` is written last). An alias is one small pointer file, so a reader
+resolving ``REG@champion`` gets the old version or the new one, never a mix. Writers serialize
+through the lease (:mod:`dlr.lease`); alias moves are also compare-and-swap against the version
+the caller expects (``If-Match`` on S3).
+"""
+
+import getpass
+import json
+import re
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from dlr.errors import DlrError, ModelError
+from dlr.regstore import Conflict, Store
+
+FORMAT = "dlr-registry"
+FORMAT_VERSION = 1
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
+
+
+class RegistryConflict(DlrError):
+    """The registry changed under the caller (an alias moved, a lease was lost)."""
+
+
+class SpanInfo(NamedTuple):
+    """A committed span. ``committed_at`` is ISO 8601 UTC; ``source`` the ingested path(s)."""
+
+    id: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    committed_at: str
+    source: str
+    excluded: bool
+    reason: str | None
+    train_url: str
+    holdout_url: str
+
+
+class VersionInfo(NamedTuple):
+    """An immutable registered model version; ``url`` is its model directory."""
+
+    version: int
+    created_at: str
+    lineage: dict
+    url: str
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def whoami(command: str) -> str:
+    """Who made a change by hand: ``dlr registry promote (user@host)``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{command} ({user}@{socket.gethostname()})"
+
+
+def _dumps(doc) -> bytes:
+    return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
+
+
+class Registry:
+    """An existing registry at ``url`` (see the module docstring for its layout)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = str(url).rstrip("/")
+        self.storage_options = storage_options
+        self.store = Store(self.url, storage_options)
+        self._meta()  # fails clearly if there is no registry here
+
+    @classmethod
+    def create_or_open(cls, url: str, storage_options: dict | None = None) -> "Registry":
+        """Open the registry at ``url``, creating an empty one if there is none."""
+        store = Store(str(url), storage_options)
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema": None, "holdout": None}
+        try:
+            store.create("registry.json", _dumps(doc))
+        except Conflict:
+            pass  # it exists (perhaps just created by a concurrent ingest)
+        except OSError as e:
+            raise DlrError(f"cannot create a registry at '{url}': {e.strerror or e}") from None
+        return cls(url, storage_options)
+
+    # metadata ----------------------------------------------------------------------------------
+    def _read_json(self, key: str):
+        raw = self.store.read(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DlrError(f"'{self.store.url_of(key)}' is not valid JSON: {e}") from None
+
+    def _meta(self) -> dict:
+        meta = self._read_json("registry.json")
+        if meta is None:
+            raise DlrError(
+                f"no dlr registry at '{self.url}' (no registry.json); "
+                "`dlr ingest DATA --registry REG --label COLUMN` creates one"
+            )
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise DlrError(
+                f"'{self.url}/registry.json' is not a dlr registry of format version "
+                f"{FORMAT_VERSION}"
+            )
+        return meta
+
+    @property
+    def schema(self) -> dict | None:
+        """{"features": [...], "label": str, "sample_weight": str | None, "dtypes": {...},
+        "x_dtype": str}, fixed at the first ingest; None before it."""
+        return self._meta()["schema"]
+
+    def set_schema(self, schema: dict) -> None:
+        """Fix the schema (first ingest only; the caller holds the lease)."""
+        meta = self._meta()
+        if meta["schema"] is not None and meta["schema"] != schema:
+            raise RegistryConflict(f"the schema of '{self.url}' is already fixed")
+        self.store.write("registry.json", _dumps({**meta, "schema": schema}))
+
+    @property
+    def holdout(self) -> dict | None:
+        """The fingerprint of the pinned holdout dataset, or None."""
+        return self._meta()["holdout"]
+
+    def pin_holdout(self, fingerprint: dict, by: str) -> None:
+        """Record ``fingerprint`` as the pinned holdout (replacing any), with a history event."""
+        meta = self._meta()
+        self.append_history(
+            {"event": "pin", "from": meta["holdout"], "to": fingerprint, "by": by, "run": None}
+        )
+        self.store.write("registry.json", _dumps({**meta, "holdout": fingerprint}))
+
+    # spans -------------------------------------------------------------------------------------
+    def span_entries(self) -> list[dict]:
+        """The raw entries of spans.json, in commit order."""
+        doc = self._read_json("spans.json")
+        return [] if doc is None else doc["spans"]
+
+    def write_span_entries(self, entries: list[dict]) -> None:
+        """Rewrite spans.json atomically: the commit point of ingest, exclude and include."""
+        self.store.write("spans.json", _dumps({"spans": entries}))
+
+    def spans(self, include_excluded: bool = False) -> list[SpanInfo]:
+        """The committed spans in commit order (without excluded ones unless asked)."""
+        return [
+            self._span_info(e)
+            for e in self.span_entries()
+            if not e.get("collected") and (include_excluded or not e["excluded"])
+        ]
+
+    def _span_info(self, e: dict) -> SpanInfo:
+        return SpanInfo(
+            e["id"],
+            e["rows"],
+            e["train_rows"],
+            e["holdout_rows"],
+            e["committed_at"],
+            e["source"],
+            e["excluded"],
+            e.get("reason"),
+            self.store.url_of(f"spans/{e['id']}"),
+            self.store.url_of(f"holdout/{e['id']}"),
+        )
+
+    def find_span(self, span_id: str) -> dict:
+        """The entry of the span whose id is ``span_id`` or starts with it (≥ 6 characters)."""
+        entries = self.span_entries()
+        found = [e for e in entries if e["id"] == span_id] or [
+            e for e in entries if len(span_id) >= 6 and e["id"].startswith(span_id)
+        ]
+        if len(found) != 1:
+            what = "no" if not found else "more than one"
+            raise DlrError(f"'{self.url}' has {what} committed span '{span_id}'")
+        return found[0]
+
+    def exclude_span(self, span_id: str, reason: str, by: str) -> None:
+        """Leave a span out of every later training set (recorded in the history)."""
+        self._set_excluded(span_id, True, reason, by)
+
+    def include_span(self, span_id: str, reason: str, by: str) -> None:
+        """Undo :meth:`exclude_span`."""
+        self._set_excluded(span_id, False, reason, by)
+
+    def _set_excluded(self, span_id: str, excluded: bool, reason: str, by: str) -> None:
+        if not reason:
+            raise DlrError("say why: a reason is required")
+        entry = self.find_span(span_id)
+        if entry.get("collected"):
+            raise DlrError(f"span {entry['id']} was removed by gc; ingest it again instead")
+        entries = self.span_entries()
+        for e in entries:
+            if e["id"] == entry["id"]:
+                e["excluded"], e["reason"] = excluded, reason if excluded else None
+        event = "exclude" if excluded else "include"
+        self.append_history({"event": event, "span": entry["id"], "by": by, "reason": reason})
+        self.write_span_entries(entries)
+
+    # versions ----------------------------------------------------------------------------------
+    def _version_numbers(self) -> list[int]:
+        return sorted(int(n) for n in self.store.listdir("versions") if n.isdigit())
+
+    def versions(self) -> list[VersionInfo]:
+        """The complete versions, ascending."""
+        out = []
+        for n in self._version_numbers():
+            info = self._version_info(n)
+            if info is not None:
+                out.append(info)
+        return out
+
+    def _version_info(self, n: int) -> VersionInfo | None:
+        if not self.store.exists(f"versions/{n}/model.json"):
+            return None  # being written (object storage), or a write that failed
+        lineage = self._read_json(f"versions/{n}/lineage.json") or {}
+        return VersionInfo(n, lineage.get("created_at", ""), lineage, self.model_url(n))
+
+    def version(self, n: int) -> VersionInfo:
+        info = self._version_info(int(n))
+        if info is None:
+            raise DlrError(f"'{self.url}' has no version {n}")
+        return info
+
+    def model_url(self, n: int) -> str:
+        """The model directory of version ``n`` (what dlr.load reads)."""
+        return self.store.url_of(f"versions/{int(n)}")
+
+    def register_version(self, model, lineage: dict) -> int:
+        """Write the fitted ``model`` with ``lineage`` as the next version; returns its number.
+
+        The version appears complete or not at all: locally the directory is written under a
+        temporary name and renamed into place (a rename never replaces a complete version); on
+        object storage lineage.json is created exclusively first, ``model.json`` last.
+        """
+        import os
+
+        from dlr.atomic import fsync_tree, remove
+
+        n = (self._version_numbers() or [0])[-1] + 1
+        while True:
+            doc = {"version": n, "created_at": now_iso(), **lineage}
+            key = f"versions/{n}"
+            if self.store.local:
+                target = self.store.path(key)
+                tmp = self.store.path(self.store.temp_key("versions"))
+                try:
+                    model.save(tmp, overwrite=False)
+                    with open(os.path.join(tmp, "lineage.json"), "wb") as f:
+                        f.write(_dumps(doc))
+                    fsync_tree(tmp)
+                    try:
+                        os.rename(tmp, target)
+                    except OSError:
+                        if not os.path.exists(target):
+                            raise
+                        n += 1  # taken meanwhile: try the next number
+                        continue
+                    from dlr.atomic import fsync_dir
+
+                    fsync_dir(os.path.dirname(target))
+                finally:
+                    remove(tmp)
+                return n
+            try:
+                self.store.create(f"{key}/lineage.json", _dumps(doc))
+            except Conflict:
+                n += 1
+                continue
+            model.save(
+                self.store.url_of(key), overwrite=False, storage_options=self.storage_options
+            )
+            return n
+
+    def verify_version(self, n: int) -> None:
+        """Raise :class:`ModelError` unless version ``n`` loads and its checksums match."""
+        from dlr import model_io
+
+        info = self.version(n)
+        try:
+            model_io.load_model(info.url, self.storage_options)
+        except ModelError as e:
+            raise ModelError(f"version {n} of '{self.url}' is damaged: {e}") from None
+
+    # aliases -----------------------------------------------------------------------------------
+    def _alias_doc(self, name: str) -> tuple[dict | None, str | None]:
+        raw, tag = self.store.read_tagged(f"aliases/{name}.json")
+        return (json.loads(raw) if raw is not None else None), tag
+
+    def aliases(self) -> dict[str, int]:
+        """{alias name: version}."""
+        out = {}
+        for file in self.store.listdir("aliases"):
+            if file.endswith(".json") and not file.startswith("."):
+                doc = self._alias_doc(file[: -len(".json")])[0]
+                if doc is not None:
+                    out[doc["alias"]] = doc["version"]
+        return out
+
+    def alias(self, name: str) -> int | None:
+        """The version ``name`` points at, or None."""
+        doc = self._alias_doc(_check_name(name))[0]
+        return None if doc is None else doc["version"]
+
+    def alias_record(self, name: str) -> dict | None:
+        """The alias pointer itself (version, previous version, when, by which run, why)."""
+        return self._alias_doc(_check_name(name))[0]
+
+    def move_alias(
+        self,
+        name: str,
+        version: int | None,
+        *,
+        expected: int | None,
+        run: str | None,
+        reason: str,
+        lease=None,
+        by: str | None = None,
+    ) -> None:
+        """Point alias ``name`` at ``version`` (None removes it), compare-and-swap.
+
+        Raises :class:`RegistryConflict` if the alias is not at ``expected`` (None: absent) or
+        if ``lease`` is given and no longer held. The history event is written first, then the
+        pointer (the pointer write is the move).
+        """
+        _check_name(name)
+        if lease is not None and not lease.held:
+            raise RegistryConflict(
+                f"the registry lease of run {lease.run_key} is no longer held; alias '{name}' "
+                "not moved"
+            )
+        key = f"aliases/{name}.json"
+        current_doc, tag = self._alias_doc(name)
+        current = None if current_doc is None else current_doc["version"]
+        if current != expected:
+            raise RegistryConflict(
+                f"alias '{name}' of '{self.url}' points at {_v(current)}, not at {_v(expected)} "
+                "as expected (it moved meanwhile); not moved"
+            )
+        if version is not None:
+            self.version(version)
+        event = self.append_history(
+            {
+                "event": "alias",
+                "alias": name,
+                "from": current,
+                "to": version,
+                "run": run,
+                "by": by,
+                "reason": reason,
+            }
+        )
+        try:
+            if version is None:
+                self.store.delete(key, tag=tag)
+                return
+            doc = {
+                "alias": name,
+                "version": int(version),
+                "previous": current,
+                "moved_at": event["at"],
+                "run": run,
+                "by": by,
+                "reason": reason,
+                "event": event["id"],
+            }
+            if current_doc is None:
+                self.store.create(key, _dumps(doc))
+            else:
+                self.store.swap(key, _dumps(doc), tag)
+        except Conflict:
+            raise RegistryConflict(
+                f"alias '{name}' of '{self.url}' moved meanwhile; not moved"
+            ) from None
+
+    # history -----------------------------------------------------------------------------------
+    def append_history(self, event: dict) -> dict:
+        """Write ``event`` as a new immutable history file; returns it with "at" and "id"."""
+        at = now_iso()
+        stamp = at.replace("-", "").replace(":", "")
+        event_id = f"{stamp}-{uuid.uuid4().hex[:8]}"
+        event = {"at": at, "id": event_id, **event}
+        self.store.create(f"history/{event_id}.json", _dumps(event))
+        return event
+
+    def history(self) -> list[dict]:
+        """Every event, oldest first."""
+        files = [f for f in self.store.listdir("history") if f.endswith(".json") and f[0] != "."]
+        return [self._read_json(f"history/{f}") for f in files]
+
+    def previous_champion(self, alias: str = "champion") -> int | None:
+        """The version ``alias`` pointed at before its current version (rollback's default)."""
+        doc = self.alias_record(alias)
+        return None if doc is None else doc.get("previous")
+
+    # runs --------------------------------------------------------------------------------------
+    def run_record(self, run_key: str) -> dict | None:
+        """run.json of ``run_key``, or None if the run never finished."""
+        return self._read_json(f"runs/{_check_run_key(run_key)}/run.json")
+
+    def save_run_record(self, run_key: str, record: dict) -> None:
+        self.store.write(f"runs/{_check_run_key(run_key)}/run.json", _dumps(record))
+
+    def run_url(self, run_key: str) -> str:
+        return self.store.url_of(f"runs/{_check_run_key(run_key)}")
+
+    def checkpoint_url(self, run_key: str) -> str:
+        """Where run ``run_key`` keeps its training checkpoints (``fit(checkpoint=...)``)."""
+        return f"{self.run_url(run_key)}/checkpoints"
+
+    # garbage collection ------------------------------------------------------------------------
+    def gc(self, keep: int, by: str = "gc") -> list[int]:
+        """Remove old versions; returns the removed version numbers.
+
+        Kept: the ``keep`` newest versions, every aliased version, and every version named
+        (from or to) in the last ``keep`` alias moves. The caller holds the lease.
+        """
+        if keep < 1:
+            raise DlrError(f"--keep must be at least 1, got {keep}")
+        versions = [v.version for v in self.versions()]
+        kept = set(versions[-keep:]) | set(self.aliases().values())
+        moves = [e for e in self.history() if e.get("event") == "alias"][-keep:]
+        kept |= {e[k] for e in moves for k in ("from", "to") if e.get(k) is not None}
+        self.store.remove_stale_temps(("spans", "holdout", "staging", "versions"))
+        removed = [n for n in versions if n not in kept]
+        for n in removed:
+            self._remove_version(n)
+        if removed:
+            self.append_history({"event": "gc", "versions": removed, "by": by, "run": None})
+        return removed
+
+    def _remove_version(self, n: int) -> None:
+        key = f"versions/{n}"
+        if self.store.local:
+            import os
+
+            from dlr.atomic import remove
+
+            hidden = self.store.path(self.store.temp_key("versions"))
+            os.rename(self.store.path(key), hidden)  # gone from listings at once
+            remove(hidden)
+        else:
+            self.store.delete(f"{key}/model.json")  # invisible first, then the rest
+            self.store.delete(key)
+
+    def gc_spans(self, by: str = "gc") -> list[str]:
+        """Delete the data of excluded spans that no remaining version trained on.
+
+        Their entries stay in spans.json (marked collected), so ingesting the same batch again
+        is still recognised. Returns the span ids whose data was removed.
+        """
+        used = {s for v in self.versions() for s in (v.lineage.get("spans") or [])}
+        entries = self.span_entries()
+        removed = []
+        for e in entries:
+            if e["excluded"] and not e.get("collected") and e["id"] not in used:
+                e["collected"] = True
+                removed.append(e["id"])
+        if removed:
+            self.append_history({"event": "gc", "spans": removed, "by": by, "run": None})
+            self.write_span_entries(entries)
+            for span in removed:
+                self.store.delete(f"spans/{span}")
+                self.store.delete(f"holdout/{span}")
+        return removed
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"version {version}"
+
+
+def _check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise DlrError(
+            f"invalid alias name {name!r}: use letters, digits, '_', '.', '-', starting with a "
+            "letter"
+        )
+    return name
+
+
+def _check_run_key(run_key: str) -> str:
+    if not RUN_KEY.match(run_key or ""):
+        raise DlrError(
+            f"invalid run key {run_key!r}: use letters, digits and '_.:+-' (no '/' or spaces)"
+        )
+    return run_key
+
+
+def split_reference(path: str) -> tuple[str, str] | None:
+    """``"REG@champion"`` → ("REG", "champion"); ``"REG@7"`` → ("REG", "7"); else None."""
+    base, sep, ref = str(path).rpartition("@")
+    if not sep or not base or not (ref.isdigit() or NAME.match(ref)):
+        return None
+    return base, ref
+
+
+def resolve_model_path(path: str, storage_options: dict | None = None) -> str:
+    """The model directory a path names: ``REG@alias`` and ``REG@N`` resolve through the
+    registry REG (one read of the alias pointer); any other path is returned unchanged."""
+    parts = split_reference(path)
+    if parts is None:
+        return str(path)
+    base, ref = parts
+    store = Store(base, storage_options)
+    if not store.exists("registry.json"):
+        return str(path)  # an ordinary path that happens to contain '@'
+    registry = Registry(base, storage_options)
+    if ref.isdigit():
+        return registry.version(int(ref)).url
+    version = registry.alias(ref)
+    if version is None:
+        raise ModelError(
+            f"registry '{base}' has no alias '{ref}' (aliases: "
+            f"{', '.join(sorted(registry.aliases())) or 'none'})"
+        )
+    return registry.model_url(version)

@@ -1,0 +1,489 @@
+"""Ingest, exactly once: each new batch of data becomes a write-once, content-named *span*.
+
+A batch (one SOURCE: a file, a directory of files, a zarr group; see :mod:`dlr.tables`) is
+streamed record batch by record batch. Every record batch is checked against the registry's
+schema — fixed at the first ingest: feature names and order, label column, optional sample
+weight column, and the type of each — and refused, naming the file, column and row, for a
+missing, extra or retyped column, a missing value, NaN or inf, a non-integer label or a negative
+weight. Rows are written, chunk by chunk, as two dlr datasets (:func:`dlr.dataset.codecs`:
+checksummed chunks): the train rows and the *fresh holdout*, the rows whose content hash falls
+below ``holdout_fraction`` (:func:`holdout_mask`: deterministic, independent of file names and
+batch boundaries, so a row is held out forever).
+
+The span id is the sha256 of the schema and the rows (computed while writing), so the same
+content under any file name is the same span. Spans are written under temporary names; then,
+holding the registry lease, ingest renames (or, on object storage, copies) them to
+``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically — the commit. An
+interrupted ingest leaves nothing visible; rerunning it completes it. A span already committed
+changes nothing. All SOURCEs of one call are committed together or not at all.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import zarr
+
+from dlr.dataset import SAMPLES_FIRST, codecs
+from dlr.errors import DataError, DlrError
+from dlr.lease import COMMAND_TTL, Lease, default_owner
+from dlr.registry import Registry, now_iso
+from dlr.tables import read_batches
+
+#: Default rows per chunk of a span: about this many bytes of features.
+CHUNK_BYTES = 8 << 20
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+
+
+class IngestResult(NamedTuple):
+    """One SOURCE's outcome; ``created`` is False if the same content was already committed
+    (then ``duplicate_of`` names the source it was committed from)."""
+
+    id: str
+    source: str
+    rows: int
+    created: bool
+    train_rows: int
+    holdout_rows: int
+    duplicate_of: str | None
+
+
+def ingest(
+    sources: list[str],
+    registry: Registry,
+    *,
+    label: str | None = None,
+    features: list[str] | None = None,
+    sample_weight: str | None = None,
+    holdout_fraction: float = 0.1,
+    chunk_samples: int | None = None,
+    storage_options: dict | None = None,
+    lease: Lease | None = None,
+    lease_wait: float = 60.0,
+) -> list[IngestResult]:
+    """Ingest each of ``sources`` as a span of ``registry`` (see the module docstring).
+
+    ``label``, ``features`` (default: every other column, in file order) and
+    ``sample_weight`` fix the schema at the first ingest and must agree with it later.
+    ``storage_options`` open the sources (the registry has its own). The commit holds the
+    registry ``lease`` if given, else acquires one (waiting up to ``lease_wait`` seconds).
+    """
+    if not 0 <= holdout_fraction < 1:
+        raise DlrError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
+    if not sources:
+        raise DlrError("nothing to ingest: give at least one SOURCE")
+    if chunk_samples is not None and chunk_samples < 1:
+        raise DlrError(f"--chunk-samples must be at least 1, got {chunk_samples}")
+    schema = registry.schema
+    staged: list[_Staged] = []
+    try:
+        for source in sources:
+            batches = read_batches(str(source), chunk_samples or 65536, storage_options)
+            first = next(batches, None)
+            if first is None:
+                raise DataError(f"'{source}' holds no rows")
+            schema = _schema(schema, first[2].schema, first[0], label, features, sample_weight)
+            staged.append(
+                _stage(
+                    registry,
+                    str(source),
+                    _chain(first, batches),
+                    schema,
+                    holdout_fraction,
+                    chunk_samples,
+                )
+            )
+        _pause_point("before-commit")
+        if lease is not None:
+            return _commit(registry, staged, schema, lease)
+        with Lease.acquire(
+            registry,
+            owner=default_owner(),
+            run_key=f"ingest-{os.getpid()}",
+            ttl=COMMAND_TTL,
+            wait=lease_wait,
+        ) as held:
+            return _commit(registry, staged, schema, held)
+    finally:
+        for s in staged:
+            for key in (s.train_key, s.holdout_key):
+                registry.store.delete(key)  # published ones were moved away already
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+class _Staged(NamedTuple):
+    id: str
+    source: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    train_key: str
+    holdout_key: str
+    holdout_fraction: float
+    chunk_samples: int
+
+
+# schema ----------------------------------------------------------------------------------------
+def _schema(
+    fixed: dict | None,
+    arrow: pa.Schema,
+    file: str,
+    label: str | None,
+    features: list[str] | None,
+    sample_weight: str | None,
+) -> dict:
+    """The registry's schema, or the one this first batch fixes (checked against the options)."""
+    if fixed is not None:
+        for given, key, what in (
+            (label, "label", "--label"),
+            (sample_weight, "sample_weight", "--sample-weight"),
+        ):
+            if given is not None and given != fixed[key]:
+                raise DataError(
+                    f"{what} {given} disagrees with the registry's schema ({key} "
+                    f"{fixed[key]!r}, fixed at its first ingest)"
+                )
+        if features is not None and list(features) != fixed["features"]:
+            raise DataError(
+                f"--features {','.join(features)} disagrees with the registry's schema "
+                f"(features {','.join(fixed['features'])}, fixed at its first ingest)"
+            )
+        return fixed
+    names = arrow.names
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"'{file}' has duplicate column names: {', '.join(dupes)}")
+    if label is None:
+        raise DataError(
+            f"the first ingest into a registry fixes its schema: name the label column with "
+            f"--label (columns of '{file}': {', '.join(names)})"
+        )
+    wanted = [label] + ([sample_weight] if sample_weight else []) + list(features or [])
+    for column in wanted:
+        if column not in names:
+            raise DataError(f"'{file}' has no column '{column}' (columns: {', '.join(names)})")
+    if features is None:
+        features = [n for n in names if n not in (label, sample_weight)]
+    if not features:
+        raise DataError(f"'{file}' has no feature columns besides the label")
+    types = {n: arrow.field(n).type for n in names}
+    for column in features + ([sample_weight] if sample_weight else []):
+        t = types[column]
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+            raise DataError(f"'{file}', column '{column}': type {t}; expected numbers")
+    t = types[label]
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        raise DataError(f"'{file}', label column '{label}': type {t}; expected integer classes")
+    single = all(types[f] in (pa.float32(), pa.float16()) for f in features)
+    columns = list(features) + [label] + ([sample_weight] if sample_weight else [])
+    return {
+        "features": list(features),
+        "label": label,
+        "sample_weight": sample_weight,
+        "dtypes": {c: str(types[c]) for c in columns},
+        "x_dtype": "float32" if single else "float64",
+    }
+
+
+def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
+    """(X (m, n) in the schema's dtype, y (m,) int64, w (m,) float64 or None) of a batch,
+    or a DataError naming file, column and row."""
+    features, label, weight = schema["features"], schema["label"], schema["sample_weight"]
+    expected = [*features, label] + ([weight] if weight else [])
+    names = batch.schema.names
+    for column in expected:
+        if column not in names:
+            raise DataError(
+                f"'{file}': column '{column}' is missing (the registry's schema, fixed at its "
+                f"first ingest, has columns {', '.join(expected)})"
+            )
+    for column in names:
+        if column not in expected:
+            raise DataError(
+                f"'{file}': column '{column}' is not in the registry's schema (columns "
+                f"{', '.join(expected)}, fixed at its first ingest)"
+            )
+    for column in expected:
+        got, want = str(batch.column(column).type), schema["dtypes"][column]
+        if got != want:
+            raise DataError(
+                f"'{file}': column '{column}' has type {got}; the registry's schema has {want}"
+            )
+        array = batch.column(column)
+        if array.null_count:
+            row = int(np.argmax(pc.is_null(array).to_numpy(zero_copy_only=False)))
+            raise DataError(f"'{file}', column '{column}', row {offset + row}: missing value")
+    x_dtype = np.dtype(schema["x_dtype"])
+    X = np.column_stack(
+        [
+            batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False)
+            for c in features
+        ]
+    )
+    finite = np.isfinite(X)
+    if not finite.all():
+        row, j = (int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(
+            f"'{file}', column '{features[j]}', row {offset + row}: {X[row, j]}; features must "
+            "be finite (no NaN or inf)"
+        )
+    raw = batch.column(label).to_numpy(zero_copy_only=False)
+    if raw.dtype.kind == "f":
+        bad = ~(np.isfinite(raw) & (raw == np.round(raw)))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"'{file}', column '{label}', row {offset + row}: label {raw[row]} is not an "
+                "integer class"
+            )
+    y = raw.astype(np.int64)
+    w = None
+    if weight:
+        w = batch.column(weight).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = ~(np.isfinite(w) & (w >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"'{file}', column '{weight}', row {offset + row}: sample weight {w[row]}; "
+                "weights must be finite and ≥ 0"
+            )
+    return X, y, w
+
+
+# holdout ---------------------------------------------------------------------------------------
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every output bit depends on every input bit."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: float):
+    """Which rows belong to the fresh holdout: a 64-bit hash of each row's values (features,
+    label, weight as float64), read as a number in [0, 1), is below ``fraction``.
+
+    It depends only on the row itself, so the split is the same whatever the file name, the
+    batch boundaries, or where the row sits in its file. ``X``: (m, n); returns (m,) bool.
+    """
+    if fraction == 0:
+        return np.zeros(len(y), dtype=bool)
+    with np.errstate(over="ignore"):
+        h = np.full(len(y), _SEED, dtype=np.uint64)
+        columns = [X[:, j] for j in range(X.shape[1])] + [y] + ([w] if w is not None else [])
+        for column in columns:
+            # + 0.0 makes -0.0 and 0.0 the same value
+            bits = (np.asarray(column, dtype=np.float64) + 0.0).view(np.uint64)
+            h = _mix(h ^ bits)
+        return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+# writing ---------------------------------------------------------------------------------------
+class _GroupWriter:
+    """Appends rows to a new dlr dataset group, one whole chunk at a time."""
+
+    def __init__(self, registry: Registry, key: str, schema: dict, chunk_samples: int):
+        n = len(schema["features"])
+        store = registry.store
+        url = store.path(key) if store.local else store.url_of(key)
+        options = None if store.local else registry.storage_options
+        group = zarr.open_group(url, mode="w", storage_options=options)
+        group.attrs["dlr"] = {"kind": "span", "features": schema["features"]}
+        self.c = chunk_samples
+        self.x = group.create_array(
+            "X",
+            shape=(0, n),
+            chunks=(chunk_samples, n),
+            dtype=schema["x_dtype"],
+            dimension_names=SAMPLES_FIRST,
+            **codecs(),
+        )
+        self.y = group.create_array(
+            "y", shape=(0,), chunks=(chunk_samples,), dtype="int64", **codecs()
+        )
+        self.w = None
+        if schema["sample_weight"]:
+            self.w = group.create_array(
+                "w", shape=(0,), chunks=(chunk_samples,), dtype="float64", **codecs()
+            )
+        self.rows = 0
+        self.pending: list[tuple] = []
+        self.pending_rows = 0
+
+    def append(self, X, y, w) -> None:
+        """Add rows; every whole chunk they complete is written at once."""
+        if len(y):
+            self.pending.append((X, y, w))
+            self.pending_rows += len(y)
+        if self.pending_rows >= self.c:
+            self._flush(self.pending_rows // self.c * self.c)
+
+    def close(self) -> None:
+        """Write the last, partial chunk."""
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+
+    def _flush(self, rows: int) -> None:
+        """Write the first ``rows`` pending rows (whole chunks, or the last one) and keep the
+        rest pending."""
+        X = np.concatenate([p[0] for p in self.pending])
+        y = np.concatenate([p[1] for p in self.pending])
+        w = np.concatenate([p[2] for p in self.pending]) if self.w is not None else None
+        start, stop = self.rows, self.rows + rows
+        self.x.resize((stop, X.shape[1]))
+        self.y.resize((stop,))
+        self.x[start:stop] = X[:rows]
+        self.y[start:stop] = y[:rows]
+        if self.w is not None:
+            self.w.resize((stop,))
+            self.w[start:stop] = w[:rows]
+        self.rows = stop
+        rest = (X[rows:], y[rows:], w[rows:] if w is not None else None)
+        self.pending = [rest] if len(rest[1]) else []
+        self.pending_rows = len(rest[1])
+
+
+def _stage(
+    registry: Registry,
+    source: str,
+    batches,
+    schema: dict,
+    holdout_fraction: float,
+    chunk_samples: int | None,
+) -> _Staged:
+    """Write one SOURCE as staged train and holdout groups; hash its content meanwhile."""
+    n = len(schema["features"])
+    c = chunk_samples or max(1, CHUNK_BYTES // (n * np.dtype(schema["x_dtype"]).itemsize))
+    store = registry.store
+    prefix = ("spans", "holdout") if store.local else ("staging", "staging")
+    keys = store.temp_key(prefix[0]), store.temp_key(prefix[1])
+    staged = _Staged("", source, 0, 0, 0, *keys, holdout_fraction, c)
+    hashes = [hashlib.sha256() for _ in range(3)]
+    try:
+        train = _GroupWriter(registry, keys[0], schema, c)
+        holdout = _GroupWriter(registry, keys[1], schema, c)
+        rows = 0
+        for file, offset, batch in batches:
+            X, y, w = _check(batch, schema, file, offset)
+            for h, a in zip(hashes, (X, y, w), strict=True):
+                if a is not None:
+                    h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
+            held = holdout_mask(X, y, w, holdout_fraction)
+            keep = ~held
+            train.append(X[keep], y[keep], w[keep] if w is not None else None)
+            holdout.append(X[held], y[held], w[held] if w is not None else None)
+            rows += len(y)
+        train.close()
+        holdout.close()
+    except OSError as e:
+        for key in keys:
+            _quietly_delete(store, key)
+        raise DlrError(
+            f"cannot write the span of '{source}' into '{registry.url}': "
+            f"{e.strerror or e}; nothing was committed"
+        ) from None
+    except BaseException:
+        for key in keys:
+            _quietly_delete(store, key)
+        raise
+    canonical = json.dumps(schema, sort_keys=True).encode()
+    digest = hashlib.sha256(canonical + b"".join(h.digest() for h in hashes)).hexdigest()
+    return staged._replace(
+        id=digest[:24], rows=rows, train_rows=train.rows, holdout_rows=holdout.rows
+    )
+
+
+def _quietly_delete(store, key: str) -> None:
+    try:
+        store.delete(key)
+    except OSError:
+        pass
+
+
+def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Lease):
+    """Publish the staged spans and rewrite spans.json (holding ``lease``)."""
+    if not lease.held:
+        raise DlrError("the registry lease was lost before the commit; nothing was committed")
+    fixed = registry.schema
+    if fixed is not None and fixed != schema:
+        raise DataError(
+            f"the schema of '{registry.url}' was fixed by another ingest meanwhile "
+            f"(features {', '.join(fixed['features'])}, label {fixed['label']}); nothing "
+            "was committed"
+        )
+    registry.store.remove_stale_temps(("spans", "holdout", "staging"))
+    entries = registry.span_entries()
+    committed = {e["id"]: e for e in entries}
+    results, new = [], []
+    at = now_iso()
+    try:
+        for s in staged:
+            if s.id in committed:
+                e = committed[s.id]
+                results.append(
+                    IngestResult(
+                        s.id,
+                        s.source,
+                        e["rows"],
+                        False,
+                        e["train_rows"],
+                        e["holdout_rows"],
+                        e["source"],
+                    )
+                )
+                continue
+            registry.store.publish_tree(s.holdout_key, f"holdout/{s.id}")
+            registry.store.publish_tree(s.train_key, f"spans/{s.id}")
+            entry = {
+                "id": s.id,
+                "rows": s.rows,
+                "train_rows": s.train_rows,
+                "holdout_rows": s.holdout_rows,
+                "committed_at": at,
+                "source": s.source,
+                "excluded": False,
+                "reason": None,
+                "holdout_fraction": s.holdout_fraction,
+                "chunk_samples": s.chunk_samples,
+            }
+            committed[s.id] = entry
+            new.append(entry)
+            results.append(
+                IngestResult(s.id, s.source, s.rows, True, s.train_rows, s.holdout_rows, None)
+            )
+        if new:
+            _pause_point("published")
+            if fixed is None:
+                registry.set_schema(schema)
+            registry.write_span_entries(entries + new)
+    except OSError as e:
+        raise DlrError(
+            f"cannot commit to '{registry.url}': {e.strerror or e}; nothing was committed"
+        ) from None
+    if new:
+        registry.append_history(
+            {
+                "event": "ingest",
+                "spans": [e["id"] for e in new],
+                "sources": [e["source"] for e in new],
+                "by": lease.owner,
+                "run": lease.run_key,
+            }
+        )
+    return results
+
+
+def _pause_point(name: str) -> None:
+    """Test hook: with DLR_TEST_PAUSE_AT=name, say so on stderr and wait to be killed."""
+    if os.environ.get("DLR_TEST_PAUSE_AT") == name:
+        print(f"dlr: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)

@@ -1,0 +1,192 @@
+"""Reading batches of new data as a stream of record batches: Parquet, CSV, .npy, .npz, zarr.
+
+Every reader yields ``(file, first_row, batch)``: the file the rows come from, the index of the
+batch's first row in that file (0-based, not counting a CSV header), and a
+``pyarrow.RecordBatch``. Parquet and CSV are streamed (``ParquetFile.iter_batches``,
+``pyarrow.csv.open_csv``), ``.npy`` is memory-mapped and zarr is read chunk by chunk, so a file
+larger than memory is fine; an ``.npz`` archive is read whole. A source is a file, a directory
+of such files (read in sorted order, hidden and ``_`` files skipped), or a zarr group; local
+paths or fsspec URLs.
+
+Columns of a 2-D array (``X`` of an .npz or a zarr group, a plain 2-D .npy) are named
+``x0, x1, ...``; 1-D arrays and the fields of a structured .npy keep their own names.
+"""
+
+import os
+from collections.abc import Iterator
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from dlr.atomic import is_local, local_path
+from dlr.errors import DataError
+
+PARQUET = (".parquet", ".pq")
+CSV = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
+NUMPY = (".npy", ".npz")
+
+Batches = Iterator[tuple[str, int, pa.RecordBatch]]
+
+
+def read_batches(source: str, batch_rows: int, storage_options: dict | None = None) -> Batches:
+    """Every record batch of ``source`` (see the module docstring), in order."""
+    if is_local(source):
+        fs, path = fsspec.filesystem("file"), os.path.abspath(local_path(source))
+    else:
+        fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    if not fs.exists(path):
+        raise DataError(f"'{source}' does not exist")
+    if fs.isdir(path):
+        if fs.exists(f"{path}/zarr.json"):
+            yield from _zarr(source, batch_rows, storage_options)
+            return
+        files = _data_files(fs, path, source)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        for file in files:
+            name = file if is_local(source) else f"{protocol}://{file}"
+            yield from _file(fs, file, name, batch_rows)
+        return
+    yield from _file(fs, path, source, batch_rows)
+
+
+def _data_files(fs, path: str, source: str) -> list[str]:
+    files = sorted(
+        f
+        for f in fs.find(path)
+        if not any(p.startswith((".", "_")) for p in f[len(path) :].split("/") if p)
+    )
+    kinds = {_kind(f) for f in files} - {None}
+    data = [f for f in files if _kind(f) is not None]
+    if not data:
+        raise DataError(f"directory '{source}' holds no Parquet, CSV, .npy or .npz files")
+    if len(kinds) > 1:
+        raise DataError(
+            f"directory '{source}' mixes file kinds ({', '.join(sorted(kinds))}); a batch is "
+            "one kind of file"
+        )
+    return data
+
+
+def _kind(name: str) -> str | None:
+    lower = name.lower()
+    for kind, suffixes in (("parquet", PARQUET), ("csv", CSV), ("numpy", NUMPY)):
+        if lower.endswith(suffixes):
+            return kind
+    return None
+
+
+def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
+    kind = _kind(path)
+    if kind is None:
+        raise DataError(
+            f"'{name}': unknown kind of file; dlr ingests Parquet (.parquet), CSV (.csv), "
+            ".npy, .npz and zarr groups"
+        )
+    try:
+        if kind == "parquet":
+            with fs.open(path, "rb") as f:
+                offset = 0
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+                    yield name, offset, batch
+                    offset += batch.num_rows
+        elif kind == "csv":
+            yield from _csv(fs, path, name)
+        elif path.lower().endswith(".npy"):
+            yield from _npy(fs, path, name, batch_rows)
+        else:
+            with fs.open(path, "rb") as f:
+                with np.load(f, allow_pickle=False) as archive:
+                    columns = _columns(dict(archive.items()), name)
+            yield from _slices(columns, name, batch_rows)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot read '{name}': {e}") from None
+
+
+def _csv(fs, path: str, name: str) -> Batches:
+    read = pa_csv.ReadOptions(block_size=16 << 20)
+    parse = pa_csv.ParseOptions(delimiter="\t" if path.lower().endswith(".tsv") else ",")
+    with fs.open(path, "rb") as raw:
+        stream = raw
+        if path.lower().endswith(".gz"):
+            stream = pa.CompressedInputStream(raw, "gzip")
+        elif path.lower().endswith(".bz2"):
+            stream = pa.CompressedInputStream(raw, "bz2")
+        reader = pa_csv.open_csv(stream, read_options=read, parse_options=parse)
+        offset = 0
+        for batch in reader:
+            yield name, offset, batch
+            offset += batch.num_rows
+
+
+def _npy(fs, path: str, name: str, batch_rows: int) -> Batches:
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    else:
+        with fs.open(path, "rb") as f:
+            array = np.load(f, allow_pickle=False)
+    if array.dtype.names:
+        columns = {field: array[field] for field in array.dtype.names}
+    elif array.ndim == 2:
+        columns = {f"x{j}": array[:, j] for j in range(array.shape[1])}
+    else:
+        raise DataError(
+            f"'{name}' holds a {array.ndim}-D array; an .npy batch is a 2-D array (columns "
+            "x0, x1, ...) or a structured array (one field per column)"
+        )
+    yield from _slices(columns, name, batch_rows)
+
+
+def _columns(arrays: dict, name: str) -> dict:
+    """Named 1-D columns of an .npz archive or zarr group: ``X`` splits into x0, x1, ..."""
+    columns = {}
+    for key, a in arrays.items():
+        if key == "X" and a.ndim == 2:
+            columns.update({f"x{j}": a[:, j] for j in range(a.shape[1])})
+        elif a.ndim == 1:
+            columns[key] = a
+        else:
+            raise DataError(f"'{name}': array '{key}' has shape {a.shape}; expected 1-D columns")
+    return columns
+
+
+def _slices(columns: dict, name: str, batch_rows: int) -> Batches:
+    lengths = {len(c) for c in columns.values()}
+    if len(lengths) > 1:
+        raise DataError(f"'{name}': its arrays have different lengths {sorted(lengths)}")
+    m = lengths.pop() if lengths else 0
+    for start in range(0, m, batch_rows):
+        stop = min(start + batch_rows, m)
+        arrays = [pa.array(np.ascontiguousarray(c[start:stop])) for c in columns.values()]
+        yield name, start, pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+def _zarr(source: str, batch_rows: int, storage_options: dict | None) -> Batches:
+    """A zarr group: its 2-D ``X`` (a dlr dataset's, either layout) and 1-D arrays, chunk by
+    chunk."""
+    import zarr
+
+    from dlr.dataset import open_dataset
+    from dlr.decode import read_block
+
+    ds = open_dataset(source, y=None, storage_options=storage_options)
+    group = zarr.open_group(
+        source, mode="r", storage_options=None if is_local(source) else storage_options
+    )
+    others = {k: a for k, a in group.arrays() if k != ds.x.path.rsplit("/", 1)[-1]}
+    for key, a in others.items():
+        if a.ndim != 1 or a.shape[0] != ds.n_samples:
+            raise DataError(
+                f"'{source}': array '{key}' has shape {a.shape}; expected ({ds.n_samples},)"
+            )
+    for i, (start, stop) in enumerate(ds.bounds):
+        x = read_block(ds.x, ds.samples_first, start, stop, f"'{source}'", i, False, ds.decoders[0])
+        x = x if ds.samples_first else x.T
+        columns = {f"x{j}": x[:, j] for j in range(x.shape[1])}
+        columns.update({k: a[start:stop] for k, a in others.items()})
+        for _, offset, batch in _slices(columns, source, batch_rows):
+            yield source, start + offset, batch

@@ -1,0 +1,292 @@
+"""`dlr ingest`: every format becomes the same content-named span, exactly once; bad batches
+are refused naming file, column and row, with nothing committed; an ingest killed at any point
+leaves nothing visible and its rerun completes it; a full disk is a clear error."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from dlr.registry import Registry
+from dlr.spans import holdout_mask
+from tests.registry_support import ok, refused, spawn, table, tree
+
+ROWS = 2500
+
+
+def write(kind: str, t: pa.Table, path) -> str:
+    """``t`` written as ``kind``; returns the SOURCE to ingest."""
+    path = str(path)
+    if kind == "parquet":
+        pq.write_table(t, f"{path}.parquet", row_group_size=700)
+        return f"{path}.parquet"
+    if kind == "parquet-directory":  # three files, several row groups each
+        os.makedirs(path)
+        bounds = [0, 900, 1700, t.num_rows]
+        for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            pq.write_table(t.slice(s, e - s), f"{path}/part-{i}.parquet", row_group_size=300)
+        with open(f"{path}/_SUCCESS", "w"):
+            pass  # marker files of Spark and friends are skipped
+        return path
+    if kind == "csv":
+        pa_csv.write_csv(t, f"{path}.csv")
+        return f"{path}.csv"
+    columns = {name: t.column(name).to_numpy() for name in t.column_names}
+    if kind == "npy":  # a structured array: one field per column
+        dtype = [(name, c.dtype) for name, c in columns.items()]
+        array = np.empty(t.num_rows, dtype=dtype)
+        for name, c in columns.items():
+            array[name] = c
+        np.save(f"{path}.npy", array)
+        return f"{path}.npy"
+    if kind == "npz":
+        np.savez(f"{path}.npz", **columns)
+        return f"{path}.npz"
+    raise AssertionError(kind)
+
+
+def span_rows(registry: Registry, span_id: str):
+    """All rows of a committed span (train then holdout) as (X, y)."""
+    parts = [
+        zarr.open_group(f"{registry.url}/{d}/{span_id}", mode="r") for d in ("spans", "holdout")
+    ]
+    X = np.concatenate([g["X"][:] for g in parts])
+    y = np.concatenate([g["y"][:] for g in parts])
+    return X, y
+
+
+def committed_state(reg_path) -> dict:
+    """Everything a reader can see: the commit files and the directories they name."""
+    return {k: v for k, v in tree(reg_path).items() if not k.startswith("lease")}
+
+
+@pytest.mark.parametrize("kind", ["parquet", "parquet-directory", "csv", "npy", "npz"])
+def test_every_format_becomes_the_same_content_named_span(kind, tmp_path):
+    t = table(ROWS, seed=1)
+    reference = tmp_path / "reference"
+    ok("ingest", write("parquet", t, tmp_path / "ref"), "--registry", reference, "--label", "label")
+    expected = Registry(str(reference)).spans()[0]
+
+    reg = tmp_path / "reg"
+    out = ok("ingest", write(kind, t, tmp_path / "batch"), "--registry", reg, "--label", "label")
+    assert out.startswith(f"committed span {expected.id} from ")
+    (span,) = Registry(str(reg)).spans()
+    assert (span.id, span.rows, span.train_rows, span.holdout_rows) == (
+        expected.id,
+        ROWS,
+        expected.train_rows,
+        expected.holdout_rows,
+    )
+    X, y = span_rows(Registry(str(reg)), span.id)
+    source = np.column_stack([t.column(c).to_numpy() for c in "abc"])
+    order = np.lexsort(X.T[::-1])
+    np.testing.assert_array_equal(X[order], source[np.lexsort(source.T[::-1])])
+    assert y.sum() == t.column("label").to_numpy().sum()
+
+
+def test_a_zarr_dataset_is_ingested_chunk_by_chunk(tmp_path, dataset):
+    data = dataset(n_samples=777, n_features=4, chunk_samples=100, samples_first=False)
+    reg = tmp_path / "reg"
+    ok("ingest", data, "--registry", reg, "--label", "y", "--chunk-samples", "64")
+    registry = Registry(str(reg))
+    (span,) = registry.spans()
+    assert registry.schema["features"] == ["x0", "x1", "x2", "x3"]
+    X, y = span_rows(registry, span.id)
+    group = zarr.open_group(data, mode="r")
+    original = np.column_stack([group["X"][:].T, group["y"][:]])
+    got = np.column_stack([X, y])
+    np.testing.assert_array_equal(
+        got[np.lexsort(got.T[::-1])], original[np.lexsort(original.T[::-1])]
+    )
+    assert zarr.open_array(span.train_url + "/X", mode="r").chunks == (64, 4)
+
+
+def test_the_same_content_under_another_name_changes_nothing(tmp_path):
+    t = table(ROWS, seed=2)
+    reg = tmp_path / "reg"
+    first = write("parquet", t, tmp_path / "day1")
+    out = ok("ingest", first, "--registry", reg, "--label", "label")
+    span_id = out.split()[2]
+    before = committed_state(reg)
+    again = write("csv", t, tmp_path / "renamed-copy")  # another name, another format
+    out = ok("ingest", again, "--registry", reg)
+    assert out == (
+        f"span {span_id} from {again} is already committed (same content as {first}); "
+        "nothing changed\n"
+    )
+    assert committed_state(reg) == before
+
+
+def test_the_holdout_is_chosen_by_each_rows_content(tmp_path):
+    t = table(20000, seed=3)
+    X = np.column_stack([t.column(c).to_numpy() for c in "abc"])
+    y = t.column("label").to_numpy()
+    mask = holdout_mask(X, y, None, 0.1)
+    assert 0.09 < mask.mean() < 0.11
+    perm = np.random.default_rng(0).permutation(len(y))
+    np.testing.assert_array_equal(holdout_mask(X[perm], y[perm], None, 0.1), mask[perm])
+    np.testing.assert_array_equal(holdout_mask(X[:777], y[:777], None, 0.1), mask[:777])
+    assert not holdout_mask(X, y, None, 0.0).any()
+
+
+def _variant(kind: str):
+    """A second batch that breaks the schema, and the error it must produce."""
+    t = table(ROWS, seed=4)
+    if kind == "missing column":
+        return t.drop_columns(["b"]), "column 'b' is missing"
+    if kind == "extra column":
+        return t.append_column("d", t.column("a")), "column 'd' is not in the registry's schema"
+    if kind == "retyped column":
+        return (
+            t.set_column(1, "b", pa.array(np.arange(ROWS))),
+            "column 'b' has type int64; the registry's schema has double",
+        )
+    a = t.column("a").to_numpy().copy()
+    if kind == "non-integer label":
+        labels = t.column("label").to_numpy().astype(np.float64)
+        labels[1234] = 0.5
+        t = t.set_column(3, "label", pa.array(labels))
+        return t, "column 'label' has type double"  # a float label column is a retyped one
+    if kind in ("NaN", "inf"):
+        a[1234] = np.nan if kind == "NaN" else -np.inf
+        return (
+            t.set_column(0, "a", pa.array(a)),
+            f"column 'a', row 1234: {a[1234]}; features must be finite",
+        )
+    if kind == "missing value":
+        return (
+            t.set_column(0, "a", pa.array(a, mask=np.arange(ROWS) == 1234)),
+            "column 'a', row 1234: missing value",
+        )
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing column",
+        "extra column",
+        "retyped column",
+        "non-integer label",
+        "NaN",
+        "inf",
+        "missing value",
+    ],
+)
+def test_a_batch_that_breaks_the_schema_is_refused_and_nothing_is_committed(kind, tmp_path):
+    reg = tmp_path / "reg"
+    ok(
+        "ingest",
+        write("parquet", table(ROWS, seed=5), tmp_path / "day1"),
+        "--registry",
+        reg,
+        "--label",
+        "label",
+    )
+    before = committed_state(reg)
+    good = write("parquet", table(ROWS, seed=6), tmp_path / "good")
+    bad_table, message = _variant(kind)
+    bad = write("parquet", bad_table, tmp_path / "bad")
+    error = refused("ingest", good, bad, "--registry", reg)
+    assert f"'{bad}'" in error and message in error, error
+    assert committed_state(reg) == before  # not even the good batch of the same call
+    assert len(Registry(str(reg)).spans()) == 1
+
+
+def test_a_non_integer_label_in_a_float_label_column_is_named_by_row(tmp_path):
+    t = table(ROWS, seed=7)
+    labels = t.column("label").to_numpy().astype(np.float64)
+    labels[2100] = 0.5
+    bad = write("csv", t.set_column(3, "label", pa.array(labels)), tmp_path / "day1")
+    error = refused("ingest", bad, "--registry", tmp_path / "reg", "--label", "label")
+    assert f"'{bad}', column 'label', row 2100: label 0.5 is not an integer class" in error
+    assert Registry(str(tmp_path / "reg")).spans() == []
+
+
+def test_the_first_ingest_must_name_the_label(tmp_path):
+    source = write("parquet", table(100, seed=8), tmp_path / "day1")
+    error = refused("ingest", source, "--registry", tmp_path / "reg")
+    assert "name the label column with --label (columns of" in error
+
+
+INGEST = "from dlr.cli import main; main()"
+
+
+def test_an_ingest_killed_before_its_commit_leaves_nothing_and_the_rerun_completes(tmp_path):
+    """SIGKILL once the span is written — staged ("before-commit"), or already renamed to
+    spans/<id> while the lease is held ("published") — but before spans.json names it: nothing
+    visible; the rerun commits it once, taking over the dead process's lease when it expires."""
+    stages = ("before-commit", "published")
+    day1 = write("parquet", table(ROWS, seed=9), tmp_path / "day1")
+    day2 = write("parquet", table(ROWS, seed=10), tmp_path / "day2")
+    regs = {stage: tmp_path / stage for stage in stages}
+    for reg in regs.values():
+        ok("ingest", day1, "--registry", reg, "--label", "label")
+    before = {stage: Registry(str(reg)).span_entries() for stage, reg in regs.items()}
+    processes = {
+        stage: spawn(INGEST, "ingest", day2, "--registry", reg, env={"DLR_TEST_PAUSE_AT": stage})
+        for stage, reg in regs.items()
+    }
+    try:  # both run at once, to pay for starting Python once
+        for stage, process in processes.items():
+            assert process.stderr.readline() == f"dlr: paused at {stage}\n"
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.communicate()
+    for stage, reg in regs.items():
+        registry = Registry(str(reg))
+        assert registry.span_entries() == before[stage]  # nothing visible
+        lease = json.loads((reg / "lease.json").read_text()) if stage == "published" else None
+        if lease is not None:  # the dead holder's lease is left behind
+            assert lease["owner"].endswith(f":{processes[stage].pid}")
+        out = ok("ingest", day2, "--registry", reg)
+        assert out.startswith("committed span ")
+        if lease is not None:
+            assert time.time() >= lease["expires"]  # the rerun waited for it to expire
+        spans = registry.spans()
+        assert len(spans) == 2 and len({s.id for s in spans}) == 2
+        for part in ("spans", "holdout"):  # the dead process's temporaries are gone too
+            assert sorted(os.listdir(reg / part)) == sorted(s.id for s in spans)
+        assert "already committed" in ok("ingest", day2, "--registry", reg)
+
+
+def test_a_full_disk_is_a_clear_error_and_nothing_is_committed(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        reg = small / "reg"
+        ok(
+            "ingest",
+            write("parquet", table(500, seed=11), tmp_path / "day1"),
+            "--registry",
+            reg,
+            "--label",
+            "label",
+        )
+        before = committed_state(reg)
+        big = write("parquet", table(200_000, seed=12), tmp_path / "big")  # ~6 MB of floats
+        error = refused("ingest", big, "--registry", reg)
+        assert (
+            f"cannot write the span of '{big}' into '{reg}': No space left on device; "
+            "nothing was committed" in error
+        )
+        assert committed_state(reg) == before
+        assert [n for n in os.listdir(reg / "spans") if n.startswith(".")] == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

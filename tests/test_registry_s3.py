@@ -1,0 +1,141 @@
+"""The registry on an S3-protocol server process (moto): spans, versions, aliases and the lease
+with real conditional writes; the same bits as a local registry."""
+
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import dlr
+from dlr.lease import Lease, LeaseHeld
+from dlr.registry import Registry, RegistryConflict
+from dlr.regstore import Conflict, Store
+from dlr.spans import ingest
+from dlr.spanset import training_source
+from tests.registry_support import fitted, ok, table
+from tests.test_object_storage import KEY, SECRET, endpoint  # noqa: F401 (the fixture)
+
+
+@pytest.fixture(scope="module")
+def storage(endpoint):  # noqa: F811
+    import s3fs
+
+    s3fs.S3FileSystem(endpoint_url=endpoint, key=KEY, secret=SECRET).mkdir("dlr-registry")
+    return {"endpoint_url": endpoint, "key": KEY, "secret": SECRET}
+
+
+def cli_options(storage) -> list[str]:
+    return [f"--storage-option={k}={v}" for k, v in storage.items()]
+
+
+def test_the_server_refuses_a_second_conditional_create_and_a_stale_swap(storage):
+    store = Store("s3://dlr-registry/conditional", storage)
+    tag = store.create("x.json", b"1")
+    with pytest.raises(Conflict):
+        store.create("x.json", b"2")  # If-None-Match: * → 412
+    new_tag = store.swap("x.json", b"3", tag)
+    with pytest.raises(Conflict):
+        store.swap("x.json", b"4", tag)  # If-Match on an old ETag → 412
+    assert store.read_tagged("x.json") == (b"3", new_tag)
+
+
+def test_a_registry_on_s3_holds_the_same_spans_and_trains_the_same_model(storage, tmp_path):
+    url = "s3://dlr-registry/reg"
+    days = []
+    for day in range(2):
+        days.append(str(tmp_path / f"day{day}.parquet"))
+        pq.write_table(table(700, seed=day), days[-1], row_group_size=200)
+    remote = Registry.create_or_open(url, storage)
+    local = Registry.create_or_open(str(tmp_path / "reg"))
+    ok(
+        "ingest",
+        *days,
+        "--registry",
+        url,
+        "--label",
+        "label",
+        "--chunk-samples",
+        "256",
+        *cli_options(storage),
+    )
+    ingest(days, local, label="label", chunk_samples=256)
+    assert [s[:4] for s in remote.spans()] == [s[:4] for s in local.spans()]
+    assert "already committed" in ok("ingest", days[1], "--registry", url, *cli_options(storage))
+    assert len(remote.spans()) == 2
+
+    models = [fitted(training_source(r, r.spans())) for r in (remote, local)]
+    np.testing.assert_array_equal(models[0].coef_, models[1].coef_)
+    np.testing.assert_array_equal(models[0].loss_history_, models[1].loss_history_)
+
+    assert remote.register_version(models[0], {"spans": [s.id for s in remote.spans()]}) == 1
+    assert remote.register_version(fitted(training_source(remote, remote.spans()[:1])), {}) == 2
+    assert [v.version for v in remote.versions()] == [1, 2]
+    with Lease.acquire(remote, owner="a", run_key="day-1", ttl=30) as lease:
+        with pytest.raises(LeaseHeld, match="owner a, run day-1"):
+            Lease.acquire(remote, owner="b", run_key="day-2")
+        remote.move_alias("champion", 1, expected=None, run="day-1", reason="r", lease=lease)
+    with pytest.raises(RegistryConflict, match="no longer held"):
+        remote.move_alias("champion", 2, expected=1, run="day-1", reason="r", lease=lease)
+    loaded = dlr.load(f"{url}@champion", storage)
+    np.testing.assert_array_equal(loaded.coef_, models[0].coef_)
+    listing = ok("registry", "list", url, "--json", *cli_options(storage))
+    assert '"champion"' in listing
+
+
+def test_an_expired_lease_on_s3_is_taken_over_by_exactly_one(storage):
+    registry = Registry.create_or_open("s3://dlr-registry/takeover", storage)
+    stale = Lease.acquire(registry, owner="crashed", run_key="r0", ttl=0.5)
+    stale._stop.set()  # as if its process died: no more renewals
+    stale._thread.join()
+    import time
+
+    time.sleep(0.6)
+    results = []
+
+    def take(i):
+        try:
+            results.append(Lease.acquire(registry, owner=f"t{i}", run_key=f"r{i}", ttl=30))
+        except LeaseHeld:
+            results.append(None)
+
+    takers = [threading.Thread(target=take, args=(i,)) for i in range(4)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join()
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].took_over["owner"] == "crashed"
+    assert not stale.held
+    winners[0].release()
+
+
+def test_readers_on_s3_see_the_old_champion_or_the_new_never_a_mix(storage, tmp_path):
+    path = tmp_path / "day.parquet"
+    pq.write_table(table(400, seed=5), path)
+    registry = Registry.create_or_open("s3://dlr-registry/readers", storage)
+    ingest([str(path)], registry, label="label")
+    source = training_source(registry, registry.spans())
+    for n in (1, 2):
+        registry.register_version(fitted(source, max_iter=n), {})
+    coefs = {n: dlr.load(registry.model_url(n), storage).coef_ for n in (1, 2)}
+    registry.move_alias("champion", 1, expected=None, run="t", reason="r")
+    seen, errors, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                coef = dlr.load(f"{registry.url}@champion", storage).coef_
+                seen.append(next(n for n, c in coefs.items() if np.array_equal(c, coef)))
+            except Exception as e:  # noqa: BLE001 - any failure is what the test catches
+                errors.append(e)
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for i in range(8):
+            registry.move_alias("champion", 2 - i % 2, expected=1 + i % 2, run="t", reason="flip")
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and set(seen) == {1, 2}
