@@ -8,7 +8,7 @@ registers ``dask dlr`` start fast.
 import importlib
 
 from dlr._version import __version__ as __version__
-from dlr.errors import DataError, DlrError, ModelError
+from dlr.errors import DataError, DlrError, InvalidParameterError, ModelError
 
 #: Public names loaded on first use, and the module that holds each.
 _LAZY = {
@@ -21,6 +21,7 @@ _LAZY = {
 __all__ = [
     "DataError",
     "DlrError",
+    "InvalidParameterError",
     "LogisticRegression",
     "ModelError",
     "NotFittedError",

@@ -1,11 +1,11 @@
-"""Checkpoints: the complete solver state of a fit, written atomically, resumed bit-identically.
+"""Checkpoints: the whole state of a training run, written atomically, resumed bit-identically.
 
 A checkpoint directory holds one sub-directory per saved iteration and a pointer to the newest:
 
     CHECKPOINTS/
       LATEST                       {"checkpoint": "ckpt-00000012-<id>"}
       ckpt-00000012-<id>/
-        state.json                 the state's structure, scalars and the run's metadata
+        state.json                 the run's metadata, the state's structure and its scalars
         <field>.npy                every array of the state (loaded with allow_pickle=False)
         manifest.json              sha256 of every file above, written last
 
@@ -13,114 +13,80 @@ Local checkpoints are written under a temporary name, fsynced and renamed; on ob
 (no rename) every checkpoint has its own never-reused keys and becomes current only when the
 pointer object is rewritten after it. Loading verifies the checksums and falls back, with a
 warning naming it, from a damaged checkpoint to the one before. Only the last ``keep`` are kept.
+The encoding (:func:`dlr.serial.encode`) keeps every bit; only the named tuples given to the
+store as ``types`` are rebuilt when loading.
 """
 
-import hashlib
-import io
 import json
 import logging
 import os
 import uuid
 import warnings
+from typing import NamedTuple
 
 import fsspec
 import numpy as np
 
+from dlr import serial
 from dlr.atomic import fsync_dir, fsync_tree, is_local, local_path, publish
 from dlr.errors import DlrError
-from dlr.objective import Evaluation
-from dlr.solvers.gd import GDState
-from dlr.solvers.lbfgs import LbfgsState
-from dlr.solvers.newton import NewtonState
 
 log = logging.getLogger("dlr")
 
 FORMAT = "dlr-checkpoint"
-FORMAT_VERSION = 1
-#: The only types a checkpoint can rebuild: loading never runs code from the file.
-NAMED_TUPLES = {cls.__name__: cls for cls in (GDState, NewtonState, LbfgsState, Evaluation)}
+FORMAT_VERSION = 2
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was damaged and skipped."""
 
 
-def encode(value, arrays: dict[str, np.ndarray], path: str = "state"):
-    """JSON-able structure of ``value``; its arrays go to ``arrays`` under file names.
+class Checkpoint(NamedTuple):
+    """A checkpoint as read back: its ``name`` in the store, the ``iteration`` it was saved at,
+    the run's ``meta`` data (what the run is: settings and data) and its ``state``."""
 
-    Floats are stored as hex strings, so every bit survives (inf and nan included).
-    """
-    if isinstance(value, np.ndarray):
-        name = f"{path}.npy"
-        arrays[name] = value
-        return {"array": name}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        if type(value).__name__ not in NAMED_TUPLES:
-            raise TypeError(f"cannot checkpoint a {type(value).__name__}")
-        fields = {f: encode(v, arrays, f"{path}.{f}") for f, v in value._asdict().items()}
-        return {"namedtuple": type(value).__name__, "fields": fields}
-    if isinstance(value, tuple | list):
-        return {"tuple": [encode(v, arrays, f"{path}.{i}") for i, v in enumerate(value)]}
-    if isinstance(value, dict):
-        return {"dict": {k: encode(v, arrays, f"{path}.{k}") for k, v in value.items()}}
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return {"float": float(value).hex()}
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"cannot checkpoint a value of type {type(value).__name__}")
-
-
-def decode(doc, arrays: dict[str, np.ndarray]):
-    """Inverse of :func:`encode`."""
-    if not isinstance(doc, dict):
-        return doc
-    if "array" in doc:
-        return arrays[doc["array"]]
-    if "namedtuple" in doc:
-        cls = NAMED_TUPLES[doc["namedtuple"]]
-        return cls(**{f: decode(v, arrays) for f, v in doc["fields"].items()})
-    if "tuple" in doc:
-        return tuple(decode(v, arrays) for v in doc["tuple"])
-    if "dict" in doc:
-        return {k: decode(v, arrays) for k, v in doc["dict"].items()}
-    if "float" in doc:
-        return float.fromhex(doc["float"])
-    raise ValueError(f"unknown checkpoint entry {sorted(doc)}")
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    name: str
+    iteration: int
+    meta: dict
+    state: object
 
 
 class CheckpointStore:
-    """The checkpoints of one training run in a directory or object-store prefix ``url``."""
+    """The checkpoints of one training run in a directory or object-store prefix ``url``.
 
-    def __init__(self, url: str, *, keep: int = 3, storage_options: dict | None = None):
+    ``types`` are the named tuples a saved state may contain (the run state, the solver
+    states, the evaluation); loading rebuilds those and nothing else.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keep: int = 3,
+        storage_options: dict | None = None,
+        types: tuple[type, ...] = (),
+    ):
         if keep < 1:
             raise DlrError(f"keep at least 1 checkpoint, got {keep}")
         self.url, self.keep = url, keep
+        self.types = {cls.__name__: cls for cls in types}
         self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.local = is_local(url)
 
-    def save(self, iteration: int, payload: dict) -> str:
-        """Write ``payload`` (solver state, run metadata, ...) as the checkpoint of
-        ``iteration``; return its name."""
+    def save(self, iteration: int, meta: dict, state) -> str:
+        """Write ``state`` (an encodable value: the run state) with the run's ``meta`` data as
+        the checkpoint of ``iteration``; return its name."""
         arrays: dict[str, np.ndarray] = {}
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "iteration": iteration,
-            "payload": encode(payload, arrays, "payload"),
+            "meta": serial.encode(meta, None, "meta"),
+            "state": serial.encode(state, arrays, "state", self.types),
         }
-        files = {name: _npy_bytes(a) for name, a in arrays.items()}
+        files = {name: serial.npy_bytes(a) for name, a in arrays.items()}
         files["state.json"] = json.dumps(doc, allow_nan=False).encode()
-        manifest = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        manifest = {name: serial.sha256(data) for name, data in files.items()}
         files["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
         name = f"ckpt-{iteration:08d}-{uuid.uuid4().hex[:8]}"
         if self.local:
@@ -168,44 +134,47 @@ class CheckpointStore:
         for name in self.names()[self.keep :]:
             self.fs.rm(f"{self.root}/{name}", recursive=True)
 
-    def load_latest(self) -> tuple[str, int, dict] | None:
-        """(name, iteration, payload) of the newest intact checkpoint, or None if there is none.
+    def load_latest(self) -> Checkpoint | None:
+        """The newest intact checkpoint, or None if there is none.
 
         A damaged checkpoint (missing file, checksum mismatch, unreadable) is skipped with a
         :class:`CheckpointWarning` naming it.
         """
         for name in self.names():
             try:
-                iteration, payload = self._read(name)
-            except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+                return self._read(name)
+            except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
                 warnings.warn(
                     f"checkpoint '{self.url}/{name}' is damaged ({e}); falling back to the one "
                     "before it",
                     CheckpointWarning,
                     stacklevel=2,
                 )
-                continue
-            return name, iteration, payload
         return None
 
-    def _read(self, name: str) -> tuple[int, dict]:
+    def _read(self, name: str) -> Checkpoint:
         base = f"{self.root}/{name}"
         manifest = json.loads(self.fs.cat_file(f"{base}/manifest.json"))
-        blobs = {}
-        for file, digest in manifest.items():
-            data = self.fs.cat_file(f"{base}/{file}")
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise ValueError(f"{file} does not match its checksum")
-            blobs[file] = data
+        blobs = {
+            file: serial.check_digest(self.fs.cat_file(f"{base}/{file}"), digest, file)
+            for file, digest in manifest.items()
+        }
         doc = json.loads(blobs.pop("state.json"))
         if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
             raise ValueError("not a dlr checkpoint of this version")
-        arrays = {f: np.load(io.BytesIO(d), allow_pickle=False) for f, d in blobs.items()}
-        return doc["iteration"], decode(doc["payload"], arrays)
+        arrays = {f: serial.read_npy(d) for f, d in blobs.items()}
+        state = serial.decode(doc["state"], arrays, self.types)
+        return Checkpoint(name, doc["iteration"], serial.decode(doc["meta"]), state)
 
 
 def check_compatible(saved: dict, current: dict, where: str) -> None:
-    """Refuse to resume when the data or the hyperparameters of the run differ; name the field."""
+    """Refuse to resume when the settings or the data of the run differ, naming what differs.
+
+    ``saved`` and ``current`` are run metadata: sections ``params``, ``data`` and
+    ``validation`` of fields compared one by one, and ``content``, per data set its ``origin``
+    and ``chunks``, a list of [start, stop, digest] whose first differing entry is named.
+    """
+    current = serial.decode(serial.encode(current, None, "meta"))  # the types a file gives back
     for section in ("params", "data", "validation"):
         old, new = saved.get(section) or {}, current.get(section) or {}
         for key in sorted(set(old) | set(new)):
@@ -214,4 +183,17 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
                     f"cannot resume from {where}: {section}.{key} was {old.get(key)!r} there and "
                     f"is {new.get(key)!r} now; resume with the same data and settings, or start "
                     "afresh without --resume"
+                )
+    for section, new in (current.get("content") or {}).items():
+        old = (saved.get("content") or {}).get(section) or {}
+        for i, (chunk, before) in enumerate(
+            zip(new["chunks"], old.get("chunks", []), strict=False)
+        ):
+            if chunk != before:
+                start, stop, _ = chunk
+                raise DlrError(
+                    f"cannot resume from {where}: chunk {i} of {new['origin']} (samples "
+                    f"{start}–{stop - 1}) holds other values than the {section} data the "
+                    "checkpoint was written for (its first-pass summary differs); resume on the "
+                    "same data, or start afresh without --resume"
                 )

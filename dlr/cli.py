@@ -435,7 +435,7 @@ def train(
         plot_loss(model, plot)
     status = "converged" if model.converged_ else "not converged"
     click.echo(
-        f"trained on {data}: solver {model.solver_}, {model.n_iter_} iterations ({status}), "
+        f"trained on {data}: solver {model.solver_}, {model.n_iter_[0]} iterations ({status}), "
         f"{model.n_passes_} passes over the data, final loss {model.loss_history_[-1]:.6g}, "
         f"{model.fit_seconds_:.2f}s; model written to {model_path}"
     )

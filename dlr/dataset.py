@@ -240,7 +240,7 @@ def check_features(xa: zarr.Array, samples_first: bool, where: str, stored: bool
     check_dtype(xa.dtype, f"X '{where}'")
     m, n = xa.shape if samples_first else xa.shape[::-1]
     check_not_empty(m, n, f"X '{where}'")
-    return _column(xa, where, stored, samples_first)
+    return _column(xa, where, stored)
 
 
 def check_per_sample(arr: zarr.Array, n_samples: int, where: str, name: str, stored: bool):
@@ -252,18 +252,14 @@ def check_per_sample(arr: zarr.Array, n_samples: int, where: str, name: str, sto
             f"expected shape ({n_samples},)"
         )
     check_dtype(arr.dtype, f"{name} '{where}'", kinds="biuf")
-    return _column(arr, where, stored, True)
+    return _column(arr, where, stored)
 
 
-def _column(arr: zarr.Array, where: str, stored: bool, samples_first: bool) -> Column:
+def _column(arr: zarr.Array, where: str, stored: bool) -> Column:
     stored = stored or _dlr_attrs(arr).get(ALL_CHUNKS_STORED) is True
     if stored:
         check_chunks_present(arr, where)
-    one_row_of_chunks = (
-        arr.ndim == 1
-        or arr.chunks[1 if samples_first else 0] >= (arr.shape[1 if samples_first else 0])
-    )
-    return Column(arr, direct_decoder(arr, stored) if one_row_of_chunks else None)
+    return Column(arr, direct_decoder(arr, stored))
 
 
 def check_chunks_present(arr: zarr.Array, where: str) -> None:

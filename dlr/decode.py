@@ -4,7 +4,7 @@ The direct decoder reads a chunk's stored bytes, verifies its crc32c, and decomp
 into a reusable per-thread buffer (streamed chunks) or a fresh small-page array (cached chunks),
 skipping zarr's per-read allocations and copies. It is used only for arrays whose chunks it
 decodes to exactly the values zarr reads (see :func:`direct_decoder`); any other array — other
-codecs or filters, sharding, Fortran order, non-numeric data — is read through zarr.
+codecs or filters, nested sharding, Fortran order, non-numeric data — is read through zarr.
 
 An absent chunk reads as the array's fill value, as zarr defines it, unless the array records
 that every chunk is stored (dlr's own arrays): then it is an error naming the chunk.
@@ -56,6 +56,21 @@ class DirectDecoder:
     chunk_shape: tuple
     dtype: np.dtype
     fill: object
+    shard: "ShardLayout | None" = None
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """A sharded array's shards (zarr v3's sharding codec): ``shape`` of a shard; its index of
+    (offset, size) per inner chunk, in C order, at the end or the start, followed by its crc32c
+    if ``crc32c``."""
+
+    shape: tuple
+    index_at_end: bool
+    crc32c: bool
+
+    def grid(self, chunk_shape: tuple) -> tuple:
+        return tuple(s // c for s, c in zip(self.shape, chunk_shape, strict=True))
 
 
 def stored_dims(arr: zarr.Array) -> tuple:
@@ -71,15 +86,21 @@ def stored_dims(arr: zarr.Array) -> tuple:
 def direct_decoder(arr: zarr.Array, all_stored: bool) -> DirectDecoder | None:
     """The direct decoder of ``arr``, or None where it would not give exactly zarr's values.
 
-    Claimed: zarr v2 and v3, unsharded, no filters (v2) or array-to-array codecs (v3), C order
-    (v2, 2-D), bool/integer/float dtypes in either byte order, stored as raw bytes or with one
-    of blosc (any inner compressor), zstd or gzip, in v3 optionally followed by crc32c. The fill
-    value is zarr's: the array's, or 0 for a v2 array without one.
+    Claimed: zarr v2 and v3, unsharded or sharded once (see :func:`_shard_layout`), no filters
+    (v2) or array-to-array codecs (v3), C order (v2, 2-D), bool/integer/float dtypes in either
+    byte order, stored as raw bytes or with one of blosc (any inner compressor), zstd or gzip,
+    in v3 optionally followed by crc32c. The fill value is zarr's: the array's, or 0 for a v2
+    array without one.
     """
     dtype = np.dtype(arr.dtype)
-    if dtype.kind not in "biuf" or getattr(arr, "shards", None) is not None:
+    if dtype.kind not in "biuf":
         return None
     meta = arr.metadata
+    shard = None
+    if getattr(arr, "shards", None) is not None:
+        shard = _shard_layout(arr)
+        if shard is None:
+            return None
     if meta.zarr_format == 3:
         serializer = arr.serializer
         if arr.filters or type(serializer).__name__ != "BytesCodec":
@@ -107,7 +128,25 @@ def direct_decoder(arr: zarr.Array, all_stored: bool) -> DirectDecoder | None:
         tuple(arr.chunks),
         dtype.newbyteorder("="),
         fill,
+        shard,
     )
+
+
+def _shard_layout(arr: zarr.Array) -> ShardLayout | None:
+    """The layout of ``arr``'s shards, if the direct decoder claims it: one level of sharding
+    (inner chunks that are not sharded again: checked by the caller), an index in little-endian
+    bytes with or without crc32c."""
+    sharding = arr.metadata.codecs[0]
+    if type(sharding).__name__ != "ShardingCodec":
+        return None  # array-to-array codecs before the sharding
+    index = [type(c).__name__ for c in sharding.index_codecs]
+    endian = getattr(sharding.index_codecs[0], "endian", None)
+    if index not in (["BytesCodec"], ["BytesCodec", "Crc32cCodec"]):
+        return None
+    if getattr(endian, "value", endian) != "little" or sys.byteorder != "little":
+        return None
+    location = getattr(sharding.index_location, "value", sharding.index_location)
+    return ShardLayout(tuple(arr.shards), location == "end", len(index) == 2)
 
 
 def read_block(
@@ -152,29 +191,36 @@ class MissingChunk(Exception):
 
 
 def _read_direct(arr, decoder: DirectDecoder, samples_first, start, stop, reuse) -> np.ndarray:
-    """Samples [start, stop) decoded chunk by chunk: a view of the one stored chunk holding
-    them, or their pieces of several chunks copied into one array."""
+    """Samples [start, stop) decoded block by block — a block: the chunks holding one chunk's
+    worth of samples, across all features —, as a view of the one block holding them or their
+    pieces of several blocks copied into one array."""
     axis = 0 if arr.ndim == 1 or samples_first else 1
-    size = decoder.chunk_shape[axis]
+    size = (decoder.shard.shape if decoder.shard else decoder.chunk_shape)[axis]
     first, last = start // size, (stop - 1) // size
 
-    def rows(a, lo, hi):
-        return a[lo:hi] if axis == 0 else a[:, lo:hi]
+    def take(block, lo, hi):
+        """Samples lo..hi of a block, and only the array's features (not a chunk's padding)."""
+        if arr.ndim == 1:
+            return block[lo:hi]
+        n = arr.shape[1 - axis]
+        return block[lo:hi, :n] if axis == 0 else block[:n, lo:hi]
 
+    name = f"block of {arr.path}"
     if first == last:
         lo = start - first * size
         whole = lo == 0 and stop - start == min(size, arr.shape[axis] - start)
         if reuse or whole:
-            buffer = _chunk_buffer(arr, decoder, f"chunk of {arr.path}", reuse)
-            return rows(_decode_chunk(arr, decoder, first, axis, buffer), lo, lo + stop - start)
-    shape = list(decoder.chunk_shape)
+            return take(
+                _decode_block(arr, decoder, first, axis, name, reuse), lo, lo + stop - start
+            )
+    shape = list(arr.shape)
     shape[axis] = stop - start
     out = _new(tuple(shape), decoder.dtype, f"range of {arr.path}", reuse)
-    scratch = _chunk_buffer(arr, decoder, f"chunk of {arr.path}", reuse=True)
-    for c in range(first, last + 1):
-        decoded = _decode_chunk(arr, decoder, c, axis, scratch)
-        lo, hi = max(start, c * size), min(stop, (c + 1) * size)
-        rows(out, lo - start, hi - start)[...] = rows(decoded, lo - c * size, hi - c * size)
+    for b in range(first, last + 1):
+        block = _decode_block(arr, decoder, b, axis, name, reuse=True)
+        lo, hi = max(start, b * size), min(stop, (b + 1) * size)
+        at = slice(lo - start, hi - start)
+        out[at if axis == 0 else (slice(None), at)] = take(block, lo - b * size, hi - b * size)
     return out
 
 
@@ -184,14 +230,37 @@ def _new(shape, dtype, name: str, reuse: bool) -> np.ndarray:
     return small_page_empty(shape, dtype)
 
 
-def _chunk_buffer(arr, decoder: DirectDecoder, name: str, reuse: bool) -> np.ndarray:
-    return _new(decoder.chunk_shape, decoder.dtype, name, reuse)
+def _decode_block(arr, decoder: DirectDecoder, b: int, axis: int, name: str, reuse: bool):
+    """Block ``b`` along the sample ``axis``: its one chunk, decoded into a buffer of the chunk's
+    shape, or — an array chunked along features too — its chunks copied side by side into a
+    buffer of the chunk's samples × the array's features."""
+    if decoder.shard is not None:
+        return _decode_sharded_block(arr, decoder, b, axis, name, reuse)
+    shape = decoder.chunk_shape
+    if arr.ndim == 1:
+        return _decode_chunk(arr, decoder, (b,), _new(shape, decoder.dtype, name, reuse))
+    other = 1 - axis
+    n, width = arr.shape[other], shape[other]
+    if width >= n:
+        coords = (b, 0) if axis == 0 else (0, b)
+        return _decode_chunk(arr, decoder, coords, _new(shape, decoder.dtype, name, reuse))
+    block_shape = (shape[0], n) if axis == 0 else (n, shape[1])
+    out = _new(block_shape, decoder.dtype, name, reuse)
+    scratch = _new(shape, decoder.dtype, f"chunk of {arr.path}", True)
+    for j in range(-(-n // width)):
+        piece = _decode_chunk(arr, decoder, (b, j) if axis == 0 else (j, b), scratch)
+        cols = slice(j * width, min(n, (j + 1) * width))
+        k = cols.stop - cols.start
+        if axis == 0:
+            out[:, cols] = piece[:, :k]
+        else:
+            out[cols] = piece[:k]
+    return out
 
 
-def _decode_chunk(arr, decoder: DirectDecoder, index: int, axis: int, out: np.ndarray):
-    """Decode chunk ``index`` (along ``axis``) of ``arr`` into ``out`` (the stored chunk shape,
-    native dtype) and return it: the fill value if the chunk is absent."""
-    coords = (index,) if arr.ndim == 1 else ((index, 0) if axis == 0 else (0, index))
+def _decode_chunk(arr, decoder: DirectDecoder, coords: tuple, out: np.ndarray):
+    """Decode the chunk at ``coords`` of ``arr`` into ``out`` (the stored chunk shape, native
+    dtype) and return it: the fill value if the chunk is absent."""
     key = arr.metadata.encode_chunk_key(coords)
     if arr.store_path.path:
         key = f"{arr.store_path.path}/{key}"
@@ -201,6 +270,74 @@ def _decode_chunk(arr, decoder: DirectDecoder, index: int, axis: int, out: np.nd
             raise MissingChunk(coords, key)
         out[...] = decoder.fill
         return out
+    return _decode_bytes(decoder, raw, out)
+
+
+def _decode_sharded_block(arr, decoder: DirectDecoder, b: int, axis: int, name: str, reuse):
+    """Block ``b`` of a sharded array: the shards holding its samples, across all features,
+    their inner chunks decoded one by one and copied into place (absent ones: the fill)."""
+    shard, inner = decoder.shard, decoder.chunk_shape
+    if arr.ndim == 1:
+        block_shape, n_across = shard.shape, 1
+    else:
+        other = 1 - axis
+        n = arr.shape[other]
+        block_shape = (shard.shape[0], n) if axis == 0 else (n, shard.shape[1])
+        n_across = -(-n // shard.shape[other])
+    out = _new(block_shape, decoder.dtype, name, reuse)
+    scratch = _new(inner, decoder.dtype, f"chunk of {arr.path}", True)
+    grid = shard.grid(inner)
+    for j in range(n_across):
+        coords = (b,) if arr.ndim == 1 else ((b, j) if axis == 0 else (j, b))
+        key = arr.metadata.encode_chunk_key(coords)
+        if arr.store_path.path:
+            key = f"{arr.store_path.path}/{key}"
+        raw = _stored_bytes(arr.store_path.store, key)
+        if raw is None and decoder.fill is None:
+            raise MissingChunk(coords, key)
+        index = None if raw is None else _shard_index(raw, shard, grid)
+        for at in np.ndindex(*grid):
+            start = [a * c for a, c in zip(at, inner, strict=True)]
+            if arr.ndim == 2:
+                start[1 - axis] += j * shard.shape[1 - axis]
+            region = tuple(
+                slice(lo, min(lo + c, end))
+                for lo, c, end in zip(start, inner, block_shape, strict=True)
+            )
+            if any(r.start >= r.stop for r in region):
+                continue  # an inner chunk past the array's last feature
+            offset, size = (_EMPTY, 0) if index is None else (int(v) for v in index[at])
+            if offset == _EMPTY:
+                if decoder.fill is None:
+                    raise MissingChunk(coords, f"{key}, inner chunk {at}")
+                out[region] = decoder.fill
+                continue
+            if offset + size > raw.size:
+                raise ValueError(f"shard index points past the shard's {raw.size} bytes")
+            piece = _decode_bytes(decoder, raw[offset : offset + size], scratch)
+            out[region] = piece[tuple(slice(0, r.stop - r.start) for r in region)]
+    return out
+
+
+#: A shard index entry of an inner chunk that is not stored.
+_EMPTY = 2**64 - 1
+
+
+def _shard_index(raw: np.ndarray, shard: ShardLayout, grid: tuple) -> np.ndarray:
+    """The (offset, size) uint64 pairs, shaped ``grid`` + (2,), of a shard's inner chunks."""
+    size = 16 * int(np.prod(grid)) + (4 if shard.crc32c else 0)
+    if raw.size < size:
+        raise ValueError(f"shard of {raw.size} bytes is shorter than its index ({size} bytes)")
+    index = raw[raw.size - size :] if shard.index_at_end else raw[:size]
+    if shard.crc32c:
+        index, stored = index[:-4], int.from_bytes(index[-4:].tobytes(), "little")
+        if crc32c.crc32c(index) != stored:
+            raise ValueError("stored and computed crc32c checksums of the shard index differ")
+    return np.frombuffer(index.tobytes(), dtype="<u8").reshape(*grid, 2)
+
+
+def _decode_bytes(decoder: DirectDecoder, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Decode one chunk's stored bytes ``raw`` (uint8) into ``out`` and return it."""
     if decoder.crc32c:
         raw, stored = raw[:-4], int.from_bytes(raw[-4:].tobytes(), "little")
         if crc32c.crc32c(raw) != stored:

@@ -80,7 +80,7 @@ def run_demo(directory, *, n_samples, n_features, chunk_samples, max_iter, learn
         ).fit(data)
         model.save(model_path, overwrite=True)
         echo(
-            f"   {model.n_iter_} iterations in {model.fit_seconds_:.2f}s, streaming every chunk "
+            f"   {model.n_iter_[0]} iterations in {model.fit_seconds_:.2f}s, streaming every chunk "
             f"from zarr each pass; model saved to {model_path}"
         )
         echo("\n   loss J(w, b) per iteration:")

@@ -6,6 +6,7 @@ partial sums in chunk-index order. The order is fixed, so the result is bit-iden
 scheduler and any number of workers. Only the partial sums ever reach the client.
 """
 
+import hashlib
 import logging
 import sys
 import uuid
@@ -285,6 +286,27 @@ class Engine:
                 self._summaries[i] = summary
         self.summary = merge_summaries(self._summaries)
         return self.summary
+
+    def chunk_digests(self) -> list[str]:
+        """A sha256 of what each chunk holds, from what is at hand without another pass.
+
+        For in-memory input, of the chunk's bytes (features, labels, weights); otherwise of
+        the chunk's first-pass summary (:func:`dlr.kernel.chunk_summary`: label counts, weight
+        totals, per-label feature sums), so call it after :meth:`summarize`.
+        """
+        digests = []
+        for i in range(self.source.n_chunks):
+            h = hashlib.sha256()
+            if self.source.in_memory:
+                parts = [("xys"[j], a) for j, a in enumerate(self.source.exprs(i)) if a is not None]
+            else:
+                parts = sorted(self._summaries[i].items())
+            for name, value in parts:
+                a = np.ascontiguousarray(value)
+                h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+                h.update(a)
+            digests.append(h.hexdigest())
+        return digests
 
     def partials_graph(self, theta: np.ndarray, labels: Labels, hessian: bool):
         """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1).

@@ -12,6 +12,11 @@ class DlrError(Exception):
     """Base class of every error dlr reports to its users."""
 
 
+class InvalidParameterError(DlrError, ValueError):
+    """A hyperparameter is out of its range or of the wrong type (also a ValueError, as
+    scikit-learn's ``InvalidParameterError``)."""
+
+
 class DataError(DlrError, ValueError):
     """The data is missing, malformed, or holds values dlr cannot train on."""
 

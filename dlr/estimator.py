@@ -1,37 +1,31 @@
-"""``LogisticRegression``: the scikit-learn-style shell around the engine and the solvers.
+"""``LogisticRegression``: the scikit-learn-style shell around the training run.
 
-It validates parameters, turns its input into a :class:`dlr.sources.Source`, runs a solver
-function on an :class:`dlr.objective.Objective`, and unpacks the result into fitted attributes.
+It validates parameters, turns its input into a :class:`dlr.sources.Source`
+(:mod:`dlr.inputs`), builds the :class:`dlr.objective.Objective`, the solver and the start,
+runs :func:`dlr.training.train`, and unpacks the result into the fitted attributes of
+:class:`dlr.model_io.FittedModel`.
 """
 
-import json
-import logging
 import time
 import warnings
-from concurrent.futures import CancelledError
 from numbers import Integral, Real
 
 import dask.array as da
 import numpy as np
-import zarr
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from dlr import model_io, scoring
-from dlr.checkpoint import CheckpointStore, check_compatible
+from dlr import inputs, model_io, scoring
 from dlr.chunks import ChunkContext
-from dlr.dataset import open_dataset
 from dlr.engine import Engine
-from dlr.errors import DataError, DlrError, NotFittedError
+from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import chunk_logits
-from dlr.linalg import single_threaded_blas
 from dlr.memory import parse_size
+from dlr.model_io import FittedModel
 from dlr.objective import Objective
-from dlr.progress import ProgressReporter
-from dlr.solvers import SOLVERS, choose, minimize
-from dlr.sources import Source, from_arrays, from_dataset
-
-log = logging.getLogger("dlr")
+from dlr.solvers import SOLVERS, choose
+from dlr.sources import Source, from_arrays
+from dlr.training import Checkpointing, TrainResult, train
 
 #: Parameters that shape the sequence of iterates: a checkpoint resumes only if they are equal.
 TRAJECTORY = (
@@ -90,12 +84,40 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    coef_ : (1, n_features) binary, (K, n_features) multinomial. intercept_ : (1,) or (K,).
-    classes_ : (K,). n_features_in_. n_iter_ : iterations. n_passes_ : passes over the data,
-    the first (validating, summarizing) pass included. loss_history_ : F at each iterate,
-    starting point included. grad_norm_history_ : the optimality measure (max |∇F|) after each
-    iteration. validation_loss_history_ (with validation data). converged_.
-    solver_ : the solver used. state_ : the solver's final state.
+    coef_ : ndarray of shape (1, n_features) for two classes, (K, n_features) for K ≥ 3
+        The weights, on the original feature scale.
+    intercept_ : ndarray of shape (1,) or (K,)
+        The intercepts.
+    classes_ : ndarray of shape (K,)
+        The class labels, sorted.
+    n_features_in_ : int
+        Features seen in training.
+    solver_ : str
+        The solver used (``"auto"`` resolved).
+    n_iter_ : ndarray of shape (1,), int32
+        Iterations run.
+    n_passes_ : int
+        Passes over the training data, the first (validating, summarizing) pass included.
+    converged_ : bool
+        Whether the solver met ``tol``.
+    loss_history_ : ndarray of shape (n_iter_ + 1,)
+        F at each iterate, the starting point included.
+    grad_norm_history_ : ndarray of shape (n_iter_,)
+        The optimality measure max |∇F| after each iteration.
+    validation_loss_history_ : ndarray of shape (n_iter_ + 1,)
+        The validation loss at each iterate, the starting point included (only with
+        ``validation_data``).
+    data_fingerprint_ : dict
+        The training data's kind, shape, dtype and, for zarr, URL and chunking.
+    state_ : GDState, NewtonState or LbfgsState
+        The solver's final state (not saved with the model).
+    cached_bytes_ : int
+        Bytes of decoded chunks the fit kept in memory.
+    fit_seconds_ : float
+        Wall time of the fit.
+
+    The attributes from ``coef_`` to ``data_fingerprint_`` are those of
+    :class:`dlr.model_io.FittedModel`, which :meth:`save` writes and :func:`load` reads.
     """
 
     def __init__(
@@ -139,30 +161,39 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def _validate_params(self) -> None:
         choices = ("auto", *SOLVERS)
         if self.solver not in choices:
-            raise DlrError(f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}")
+            raise InvalidParameterError(
+                f"unknown solver {self.solver!r}; choose one of {', '.join(choices)}"
+            )
         if not (isinstance(self.C, Real) and self.C > 0):
-            raise DlrError(f"C must be a positive number (np.inf for no penalty), got {self.C!r}")
+            raise InvalidParameterError(
+                f"C must be a positive number (np.inf for no penalty), got {self.C!r}"
+            )
         if not (isinstance(self.l1_ratio, Real) and 0 <= self.l1_ratio <= 1):
-            raise DlrError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
+            raise InvalidParameterError(f"l1_ratio must be between 0 and 1, got {self.l1_ratio!r}")
         if not (
             isinstance(self.learning_rate, Real)
             and np.isfinite(self.learning_rate)
             and self.learning_rate > 0
         ):
-            raise DlrError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 1):
-            raise DlrError(f"max_iter must be an integer ≥ 1, got {self.max_iter!r}")
+            raise InvalidParameterError(
+                f"learning_rate must be a positive number, got {self.learning_rate!r}"
+            )
+        if not (isinstance(self.max_iter, Integral) and self.max_iter >= 0):
+            raise InvalidParameterError(f"max_iter must be an integer ≥ 0, got {self.max_iter!r}")
         if not (isinstance(self.tol, Real) and np.isfinite(self.tol) and self.tol >= 0):
-            raise DlrError(f"tol must be ≥ 0, got {self.tol!r}")
+            raise InvalidParameterError(f"tol must be ≥ 0, got {self.tol!r}")
         if not (isinstance(self.memory, Integral) and self.memory >= 1):
-            raise DlrError(f"memory must be an integer ≥ 1, got {self.memory!r}")
+            raise InvalidParameterError(f"memory must be an integer ≥ 1, got {self.memory!r}")
         if not (isinstance(self.n_iter_no_change, Integral) and self.n_iter_no_change >= 1):
-            raise DlrError(
+            raise InvalidParameterError(
                 f"n_iter_no_change must be an integer ≥ 1, got {self.n_iter_no_change!r}"
             )
         if self.line_search and self.nesterov:
-            raise DlrError("line_search and nesterov cannot be combined; choose one")
-        parse_size(self.cache_size)
+            raise InvalidParameterError("line_search and nesterov cannot be combined; choose one")
+        try:
+            parse_size(self.cache_size)
+        except DlrError as e:
+            raise InvalidParameterError(str(e)) from None
 
     def fit(
         self,
@@ -197,13 +228,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if there is none.
         """
         self._validate_params()
-        if y is None and not (_is_path(X) or isinstance(X, Source)):
-            raise DataError(
-                "LogisticRegression requires y to be passed, but the target y is None "
-                "(only a dataset path carries its own labels)"
-            )
         started = time.perf_counter()
-        source, decoded = _training_source(X, y, sample_weight, x_name, y_name, storage_options)
+        where = {"x_name": x_name, "y_name": y_name, "storage_options": storage_options}
+        source, decoded = inputs.training_source(X, y, sample_weight, **where)
         # Every solver but the seed's gradient descent works in scaled coordinates, from the
         # feature moments of the first pass (see dlr.objective).
         precondition = self.solver != "gd"
@@ -213,7 +240,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         summary = engine.summarize()
         validation, validation_summary = None, None
         if validation_data is not None:
-            vsource = _validation_source(validation_data, x_name, y_name, storage_options, decoded)
+            vsource = inputs.validation_source(validation_data, decoded, **where)
             if vsource.n_features != source.n_features:
                 raise DlrError(
                     f"validation data has {vsource.n_features} features; the training data "
@@ -221,8 +248,6 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 )
             validation = Engine(vsource, cache_size=self.cache_size, get=engine.get)
             validation_summary = validation.summarize()
-        elif self.early_stopping:
-            raise DlrError("early_stopping needs validation_data")
         objective = Objective(
             engine,
             summary,
@@ -231,83 +256,76 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
             precondition=precondition,
-            class_weight=self.class_weight,
+            class_weight=_encoded_class_weight(self.class_weight, decoded),
             validation=validation,
             validation_summary=validation_summary,
         )
         classes = objective.labels.classes
         labels = decoded[classes] if decoded is not None else classes
         start = self._starting_point(objective, labels, init, storage_options)
-        solver = choose(self.solver, objective.n_params, source.n_samples)
-        run = {
-            "params": {
-                "solver": solver,
+        name = choose(self.solver, objective.n_params, source.n_samples)
+        solver = SOLVERS[name](tol=self.tol, l1=objective.l1, **self._hyperparameters(name))
+        saving = None
+        if checkpoint is not None:
+            params = {
+                "solver": name,
                 # the coordinates θ is saved in (checkpoints written before preconditioning
                 # hold unscaled θ and must not be resumed as scaled)
                 "solver_coordinates": "preconditioned" if precondition else "original",
-                **{k: _jsonable(getattr(self, k)) for k in TRAJECTORY},
-            },
-            "data": _jsonable(source.fingerprint),
-            "validation": _jsonable(validation.source.fingerprint) if validation else None,
-        }
-        store = None
-        if checkpoint is not None:
-            store = CheckpointStore(
-                checkpoint, keep=keep_checkpoints, storage_options=storage_options
+                **{k: getattr(self, k) for k in TRAJECTORY},
+            }
+            saving = Checkpointing(
+                checkpoint,
+                params,
+                every=checkpoint_every,
+                seconds=checkpoint_seconds,
+                keep=keep_checkpoints,
+                storage_options=storage_options,
             )
-        elif resume:
-            raise DlrError("resume needs the checkpoint directory to resume from")
-        watcher = _Watcher(
-            self, objective, engine, store, run, checkpoint_every, checkpoint_seconds
+        result = train(
+            objective,
+            solver,
+            start,
+            max_iter=self.max_iter,
+            patience=self.n_iter_no_change if self.early_stopping else None,
+            checkpoint=saving,
+            resume=resume,
+            verbose=self.verbose,
         )
-        if resume:
-            start = watcher.resume(start)
-        try:
-            with single_threaded_blas():
-                state = minimize(
-                    solver,
-                    objective,
-                    start,
-                    max_iter=self.max_iter,
-                    tol=self.tol,
-                    l1=objective.l1,
-                    on_iteration=watcher,
-                    learning_rate=self.learning_rate,
-                    line_search=self.line_search,
-                    nesterov=self.nesterov,
-                    memory=self.memory,
-                )
-        except (OSError, TimeoutError, CancelledError) as e:
-            if engine.client is None:
-                raise
-            raise DlrError(watcher.lost_scheduler_message(e)) from None
-        except KeyboardInterrupt as e:
-            e.dlr_resume = watcher.resume_hint()  # for the CLI's one-line message
-            if e.dlr_resume:
-                e.add_note(e.dlr_resume)
-            raise
-        finally:
-            watcher.close()
-        watcher.finish(state)
-        theta = watcher.best_theta if watcher.best_theta is not None else state.theta
-        self._set_coefficients(objective.effective(theta))
-        self.classes_ = labels
-        self.n_features_in_ = source.n_features
-        self.solver_ = solver
-        self.state_ = state
-        self.n_iter_ = state.iteration
-        self.n_passes_ = watcher.passes_before + engine.n_passes
-        self.loss_history_ = np.array(state.loss_history)
-        self.grad_norm_history_ = np.array(watcher.grad_norms)
-        if validation is not None:
-            self.validation_loss_history_ = np.array(watcher.validation_history)
-        self.converged_ = bool(state.converged)
+        coef, intercept = self._coefficients(objective.effective(result.theta))
+        fitted = FittedModel(
+            coef_=coef,
+            intercept_=intercept,
+            classes_=labels,
+            n_features_in_=source.n_features,
+            solver_=name,
+            n_iter_=np.array([result.n_iter], dtype=np.int32),
+            n_passes_=result.n_passes,
+            converged_=result.converged,
+            loss_history_=result.loss_history,
+            grad_norm_history_=result.grad_norm_history,
+            validation_loss_history_=result.validation_loss_history,
+            data_fingerprint_=source.fingerprint,
+        )
+        model_io.set_fitted(self, fitted)
+        self.state_ = result.state
         self.cached_bytes_ = engine.cached_bytes
         self.fit_seconds_ = time.perf_counter() - started
-        self.data_fingerprint_ = source.fingerprint
-        if not (state.converged or watcher.stopped_early or self.tol == 0):
-            _warn_not_converged(self, solver, state)
+        if not (result.converged or result.stopped_early or self.tol == 0):
+            _warn_not_converged(self, name, result)
         return self
+
+    def _hyperparameters(self, solver: str) -> dict:
+        """The options of ``solver``'s constructor that this estimator sets."""
+        return {
+            "gd": {
+                "learning_rate": self.learning_rate,
+                "line_search": self.line_search,
+                "nesterov": self.nesterov,
+            },
+            "lbfgs": {"memory": self.memory},
+            "newton": {},
+        }[solver]
 
     def _starting_point(
         self, objective: Objective, classes: np.ndarray, init, storage_options=None
@@ -333,7 +351,8 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         theta_eff = np.column_stack([previous.coef_, previous.intercept_])
         return objective.from_effective(theta_eff)
 
-    def _set_coefficients(self, theta_eff: np.ndarray) -> None:
+    def _coefficients(self, theta_eff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``coef_`` (k, n) and ``intercept_`` (k,) of Θ_eff (k, n + 1)."""
         coef, intercept = theta_eff[:, :-1].copy(), theta_eff[:, -1].copy()
         if coef.shape[0] > 1:
             # A common shift of all classes' intercepts (or, unpenalized, of all coefficient
@@ -341,7 +360,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             intercept -= intercept.mean()
             if np.isinf(self.C):
                 coef -= coef.mean(axis=0)
-        self.coef_, self.intercept_ = coef, intercept
+        return coef, intercept
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
@@ -360,7 +379,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             self._check_features(source)
             check = ChunkContext(source.origin, 0, 0, source.n_samples)
             return chunk_logits(source.x.arr, self.theta_, samples_first=True, check=check)
-        source = _source(X, None, None, x_name=x_name, y_name=None, storage_options=storage_options)
+        source = inputs.source(X, x_name=x_name, y_name=None, storage_options=storage_options)
         self._check_features(source)
         return scoring.logits(source, self.theta_)
 
@@ -415,159 +434,19 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """Write the fitted model as a directory or object-store prefix (JSON + .npy),
         atomically (see :mod:`dlr.model_io`)."""
         self._check_fitted()
-        params = {k: v for k, v in self.get_params().items() if k != "class_weight"}
-        meta = {
-            "estimator": "LogisticRegression",
-            "params": _jsonable(params),
-            "class_weight": _jsonable(self.class_weight),
-            "classes": np.asarray(self.classes_).tolist(),
-            "n_features_in": int(self.n_features_in_),
-            "solver": self.solver_,
-            "n_iter": int(self.n_iter_),
-            "n_passes": int(self.n_passes_),
-            "converged": bool(self.converged_),
-            "loss_history": [float(v) for v in self.loss_history_],
-            "grad_norm_history": [float(v) for v in self.grad_norm_history_],
-            "validation_loss_history": [
-                float(v) for v in getattr(self, "validation_loss_history_", [])
-            ],
-            "data": self.data_fingerprint_,
-        }
         model_io.save_model(
             path,
-            meta,
-            {"coef": self.coef_, "intercept": self.intercept_},
+            self.get_params(),
+            model_io.fitted_of(self),
             overwrite=overwrite,
             storage_options=storage_options,
         )
 
 
-class _Watcher:
-    """The per-iteration callback: progress reports, validation history, early stopping,
-    checkpoints — and, on resume, the restoring of all of these."""
-
-    def __init__(self, model, objective, engine, store, run, every, seconds):
-        self.model, self.engine, self.store, self.run = model, engine, store, run
-        self.reporter = ProgressReporter(model.max_iter) if model.verbose else None
-        self.validation = objective.validation is not None
-        self.validation_history: list[float] = []
-        self.grad_norms: list[float] = []
-        self.best_theta = None
-        self.best = np.inf
-        self.since_best = 0
-        self.stopped_early = False
-        self.passes_before = 0
-        self.every = every if every or seconds else 1
-        self.seconds = seconds
-        self.last_saved = time.monotonic()
-        self.last_checkpoint = None
-
-    def __call__(self, state, progress) -> bool:
-        if self.reporter is not None:
-            self.reporter(progress)
-        self.grad_norms.append(progress.grad_norm)
-        stop = self._track_validation(state, progress)
-        if self.store is not None and (stop or self._checkpoint_due(state)):
-            self._save(state)
-        return stop
-
-    def _track_validation(self, state, progress) -> bool:
-        if not self.validation:
-            return False
-        if not self.validation_history:
-            self.validation_history.append(float(state.ev.validation_loss))
-        loss = float(progress.validation_loss)
-        self.validation_history.append(loss)
-        if not self.model.early_stopping:
-            return False
-        if loss < self.best:
-            self.best, self.best_theta, self.since_best = loss, state.theta, 0
-            return False
-        self.since_best += 1
-        self.stopped_early = self.since_best >= self.model.n_iter_no_change
-        return self.stopped_early
-
-    def _checkpoint_due(self, state) -> bool:
-        if self.every and state.iteration % self.every == 0:
-            return True
-        return bool(self.seconds) and time.monotonic() - self.last_saved >= self.seconds
-
-    def finish(self, state) -> None:
-        """Checkpoint the final state too, unless it was just saved."""
-        if self.store is not None and (
-            self.last_checkpoint is None or self.last_checkpoint[1] != state.iteration
-        ):
-            self._save(state)
-
-    def _save(self, state) -> None:
-        payload = {
-            "state": state,
-            "run": json.dumps(self.run, sort_keys=True),
-            "passes": self.passes_before + self.engine.n_passes,
-            "validation_history": tuple(self.validation_history),
-            "grad_norm_history": tuple(self.grad_norms),
-            "best": self.best,
-            "best_theta": self.best_theta,
-            "since_best": self.since_best,
-        }
-        self.last_checkpoint = (self.store.save(state.iteration, payload), state.iteration)
-        self.last_saved = time.monotonic()
-
-    def resume(self, start):
-        """The newest checkpoint's state (after checking it belongs to this run), or ``start``."""
-        found = self.store.load_latest()
-        if found is None:
-            log.info("no checkpoint in %s yet: starting from the beginning", self.store.url)
-            return start
-        name, iteration, payload = found
-        check_compatible(
-            json.loads(payload["run"]),
-            json.loads(json.dumps(self.run)),
-            f"checkpoint '{self.store.url}/{name}'",
-        )
-        self.passes_before = payload["passes"]
-        self.validation_history = list(payload["validation_history"])
-        self.grad_norms = list(payload["grad_norm_history"])
-        self.best, self.best_theta = payload["best"], payload["best_theta"]
-        self.since_best = payload["since_best"]
-        self.last_checkpoint = (name, iteration)
-        log.info("resuming from checkpoint %s/%s (iteration %d)", self.store.url, name, iteration)
-        return payload["state"]
-
-    def resume_hint(self) -> str | None:
-        """Where a stopped run can continue from, in words; None without a checkpoint."""
-        if self.last_checkpoint is None:
-            return None
-        name, iteration = self.last_checkpoint
-        return (
-            f"the last checkpoint is iteration {iteration} ('{self.store.url}/{name}'): run the "
-            "same command again with --resume (resume=True) to continue from it"
-        )
-
-    def lost_scheduler_message(self, error) -> str:
-        address = getattr(self.engine.client.scheduler, "address", "?")
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
-        text = f"lost the connection to the dask scheduler at {address} ({reason})"
-        if self.last_checkpoint is not None:
-            name, iteration = self.last_checkpoint
-            return (
-                f"{text}; the last checkpoint is iteration {iteration} "
-                f"('{self.store.url}/{name}'): run the same command again with --resume "
-                "(resume=True) to continue from it"
-            )
-        if self.store is not None:
-            return f"{text}; no checkpoint was written yet: run the same command again"
-        return f"{text}; train with --checkpoint DIR (checkpoint=...) to be able to resume"
-
-    def close(self) -> None:
-        if self.reporter is not None:
-            self.reporter.close()
-
-
-def _warn_not_converged(model, solver, state) -> None:
+def _warn_not_converged(model, solver: str, result: TrainResult) -> None:
     """Say why the fit stopped short, what to change, and whether that changes the model."""
     same = "(neither changes the model)"
-    if state.stalled:
+    if result.stalled:
         why = "the line search could not decrease the loss any further (rounding)"
         hint = f"the loss is flat to rounding here: raise tol, or use solver='newton' {same}"
     else:
@@ -591,93 +470,27 @@ def _warn_not_converged(model, solver, state) -> None:
 
 def load(path: str, storage_options: dict | None = None) -> LogisticRegression:
     """Load a model written by :meth:`LogisticRegression.save` (no code is executed)."""
-    meta, arrays = model_io.load_model(path, storage_options)
+    params, fitted = model_io.load_model(path, storage_options)
     known = LogisticRegression().get_params()
-    params = {k: _from_json(v) for k, v in meta.get("params", {}).items() if k in known}
-    model = LogisticRegression(**params)
-    model.class_weight = meta.get("class_weight")
-    if isinstance(model.class_weight, dict):
-        model.class_weight = {
-            int(k) if k.lstrip("-").isdigit() else k: v for k, v in model.class_weight.items()
-        }
-    model.coef_ = arrays["coef"]
-    model.intercept_ = arrays["intercept"]
-    model.classes_ = np.array(meta["classes"])
-    model.n_features_in_ = meta["n_features_in"]
-    model.solver_ = meta.get("solver")
-    model.n_iter_ = meta["n_iter"]
-    model.n_passes_ = meta["n_passes"]
-    model.converged_ = meta["converged"]
-    model.loss_history_ = np.array(meta["loss_history"], dtype=np.float64)
-    model.grad_norm_history_ = np.array(meta.get("grad_norm_history", []), dtype=np.float64)
-    if meta.get("validation_loss_history"):
-        model.validation_loss_history_ = np.array(meta["validation_loss_history"])
-    model.data_fingerprint_ = meta["data"]
+    model = LogisticRegression(**{k: v for k, v in params.items() if k in known})
+    model_io.set_fitted(model, fitted)
     return model
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and np.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _from_json(value):
-    return {"inf": np.inf, "-inf": -np.inf}.get(value, value) if isinstance(value, str) else value
 
 
 def _map(f, a):
     return a.map_blocks(f) if isinstance(a, da.Array) else f(a)
 
 
-def _training_source(X, y, sample_weight, x_name, y_name, storage_options):
-    """The training source and, for in-memory non-numeric labels, the label decoding table."""
-    decoded = None
-    if isinstance(y, list | tuple | np.ndarray) and np.asarray(y).dtype.kind in "USO":
-        decoded, y = np.unique(np.asarray(y), return_inverse=True)
-    return _source(
-        X, y, sample_weight, x_name=x_name, y_name=y_name, storage_options=storage_options
-    ), decoded
-
-
-def _validation_source(data, x_name, y_name, storage_options, decoded) -> Source:
-    if isinstance(data, tuple) and len(data) == 2:
-        Xv, yv = data
-        if decoded is not None:
-            yv = np.searchsorted(decoded, np.asarray(yv))
-        return from_arrays(Xv, yv)
-    return _source(data, None, None, x_name=x_name, y_name=y_name, storage_options=storage_options)
-
-
-def _is_path(X) -> bool:
-    return isinstance(X, str) or hasattr(X, "__fspath__")
-
-
-def _source(X, y, sample_weight, *, x_name, y_name, storage_options) -> Source:
-    if isinstance(X, Source):  # e.g. the committed spans of a registry (dlr.spanset)
-        if y is not None or sample_weight is not None:
-            raise DlrError("a Source carries its own labels and weights; pass it alone")
-        return X
-    if _is_path(X):
-        if y is not None:
-            raise DlrError("pass either a dataset path, or arrays X and y, not a path and y")
-        weight_name = sample_weight if isinstance(sample_weight, str) else None
-        source = from_dataset(
-            open_dataset(
-                str(X),
-                x=x_name,
-                y=y_name,
-                sample_weight=weight_name,
-                storage_options=storage_options,
-            )
+def _encoded_class_weight(class_weight, decoded):
+    """``class_weight`` with its labels replaced by their codes when in-memory labels were
+    encoded (``decoded``: the sorted labels, code → label); labels not in y are an error."""
+    if decoded is None or not isinstance(class_weight, dict):
+        return class_weight
+    codes = {label: code for code, label in enumerate(decoded.tolist())}
+    unknown = [label for label in class_weight if label not in codes]
+    if unknown:
+        raise DlrError(
+            f"class_weight names labels {sorted(map(str, unknown))} absent from y "
+            f"(classes {decoded.tolist()})"
         )
-        if sample_weight is not None and weight_name is None:
-            raise DlrError("with a dataset path, sample_weight names an array of the dataset")
-        return source
-    if isinstance(X, zarr.Group):
-        raise DlrError("pass the dataset's path, or its arrays, rather than a zarr group")
-    return from_arrays(X, y, sample_weight)
+    return {codes[label]: weight for label, weight in class_weight.items()}

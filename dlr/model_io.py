@@ -1,62 +1,141 @@
 """Model files: a directory (or object-store prefix) of JSON metadata and ``.npy`` arrays.
 
     MODEL/
-      model.json      format, dlr version, hyperparameters, data fingerprint, n_iter, loss
-                      history, and the file name and sha256 of every array
+      model.json      format, dlr version, the estimator's hyperparameters (``params``, and
+                      ``class_weight`` on its own), every other fitted attribute of
+                      :class:`FittedModel` under its name without the trailing underscore
+                      (``data`` for the data fingerprint), and the file name and sha256 of each
+                      array below
       coef.npy        (1, n_features) for two classes, (K, n_features) for K ≥ 3; float64
       intercept.npy   (1,) or (K,) float64
 
-Arrays load with ``allow_pickle=False`` and the JSON is plain data: loading never runs code.
-Checksums make a damaged file an error. A local model is written under a temporary name,
-fsynced and renamed into place. On object storage, which has no rename, the arrays get fresh
-names and ``model.json`` — one atomic PUT — is written last: it is the pointer that switches a
-reader from the old model to the new one, and the old arrays are deleted after it.
+model.json is plain JSON (:func:`dlr.serial.to_plain`, exact floats); a fitted attribute stored
+as a list is read back as an array, and ``class_weight`` keys that are integers in decimal
+as integers. Arrays load with ``allow_pickle=False``: loading never runs code. Checksums make a
+damaged file an error. A local model is
+written under a temporary name, fsynced and renamed into place. On object storage, which has no
+rename, the arrays get fresh names and ``model.json`` — one atomic PUT — is written last: it is
+the pointer that switches a reader from the old model to the new one, and the old arrays are
+deleted after it.
 """
 
-import hashlib
-import io
 import json
 import os
 import uuid
+from typing import NamedTuple
 
 import fsspec
 import numpy as np
 
+from dlr import serial
 from dlr.atomic import is_local, staged
 from dlr.errors import ModelError
 
 FORMAT = "dlr-model"
 FORMAT_VERSION = 1
-ARRAYS = ("coef", "intercept")
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float64), allow_pickle=False)
-    return buffer.getvalue()
+class FittedModel(NamedTuple):
+    """What a fit learns: the fitted attributes ``fit`` sets, ``save`` writes and ``load`` reads.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features) for two classes, (K, n_features) for K ≥ 3
+        The weights, on the original feature scale.
+    intercept_ : ndarray of shape (1,) or (K,)
+        The intercepts (zeros without ``fit_intercept``).
+    classes_ : ndarray of shape (K,)
+        The class labels, sorted.
+    n_features_in_ : int
+        Features seen in training.
+    solver_ : str
+        The solver used (``"auto"`` resolved).
+    n_iter_ : ndarray of shape (1,), int32
+        Iterations run (as scikit-learn's; model.json holds the number).
+    n_passes_ : int
+        Passes over the training data, the first (validating, summarizing) pass included.
+    converged_ : bool
+        Whether the solver met ``tol``.
+    loss_history_ : ndarray of shape (n_iter_ + 1,)
+        F at each iterate, the starting point included.
+    grad_norm_history_ : ndarray of shape (n_iter_,)
+        The optimality measure max |∇F| after each iteration.
+    validation_loss_history_ : ndarray of shape (n_iter_ + 1,) or None
+        The validation loss at each iterate; None (the attribute is not set) without
+        validation data.
+    data_fingerprint_ : dict
+        What the training data was: its kind, shape, dtype and, for zarr, its URL and chunking.
+    """
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+    n_features_in_: int
+    solver_: str
+    n_iter_: np.ndarray
+    n_passes_: int
+    converged_: bool
+    loss_history_: np.ndarray
+    grad_norm_history_: np.ndarray
+    validation_loss_history_: np.ndarray | None
+    data_fingerprint_: dict
+
+
+#: Fitted attributes stored as ``.npy`` files (the rest are in model.json).
+ARRAYS = ("coef_", "intercept_")
+#: model.json keys that are not the attribute's name without its trailing underscore.
+KEYS = {"data_fingerprint_": "data"}
+#: Attributes that are arrays of shape (1,) (as scikit-learn's) written as their one number.
+ONE_NUMBER = {"n_iter_": np.int32}
+
+
+def _key(name: str) -> str:
+    return KEYS.get(name, name.rstrip("_"))
+
+
+def fitted_of(model) -> FittedModel:
+    """The fitted attributes of ``model`` (None for an attribute it does not have)."""
+    return FittedModel(*(getattr(model, name, None) for name in FittedModel._fields))
+
+
+def set_fitted(model, fitted: FittedModel) -> None:
+    """Set each fitted attribute on ``model``; one that is None is left unset."""
+    for name, value in fitted._asdict().items():
+        if value is not None:
+            setattr(model, name, value)
 
 
 def save_model(
     path: str,
-    meta: dict,
-    arrays: dict[str, np.ndarray],
+    params: dict,
+    fitted: FittedModel,
     *,
     overwrite: bool = True,
     storage_options: dict | None = None,
 ) -> None:
-    """Write ``meta`` (JSON-able) and ``arrays`` as the model at ``path`` (see the module)."""
+    """Write the estimator's ``params`` and its ``fitted`` attributes as the model at ``path``."""
     from dlr import __version__
 
     suffix = "" if is_local(path) else f"-{uuid.uuid4().hex[:12]}"
-    blobs = {f"{name}{suffix}.npy": _npy(arrays[name]) for name in ARRAYS}
-    files = {name: f"{name}{suffix}.npy" for name in ARRAYS}
+    files = {name: f"{_key(name)}{suffix}.npy" for name in ARRAYS}
+    blobs = {
+        files[name]: serial.npy_bytes(np.asarray(getattr(fitted, name), dtype=np.float64))
+        for name in ARRAYS
+    }
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dlr_version": __version__,
-        **meta,
+        "estimator": "LogisticRegression",
+        "params": serial.to_plain({k: v for k, v in params.items() if k != "class_weight"}),
+        "class_weight": serial.to_plain(params.get("class_weight")),
+        **{
+            _key(name): serial.to_plain(value[0] if name in ONE_NUMBER else value)
+            for name, value in fitted._asdict().items()
+            if name not in ARRAYS
+        },
         "arrays": {
-            n: {"file": f, "sha256": hashlib.sha256(blobs[f]).hexdigest()} for n, f in files.items()
+            _key(n): {"file": f, "sha256": serial.sha256(blobs[f])} for n, f in files.items()
         },
     }
     blobs["model.json"] = (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
@@ -83,10 +162,9 @@ def save_model(
         fs.rm(stale)
 
 
-def load_model(
-    path: str, storage_options: dict | None = None
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read a model; raises :class:`ModelError` naming what is missing or damaged.
+def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, FittedModel]:
+    """The estimator's params and the fitted attributes of the model at ``path``; raises
+    :class:`ModelError` naming what is missing or damaged.
 
     ``path`` may also name a registry version: ``REG@champion``, ``REG@7`` (dlr.registry).
     """
@@ -110,25 +188,43 @@ def load_model(
             f"'{path}' has model format version {meta.get('format_version')}; "
             f"this dlr reads version {FORMAT_VERSION}"
         )
-    arrays = {}
+    values = {}
     for name in ARRAYS:
-        entry = meta.get("arrays", {}).get(name, {"file": f"{name}.npy"})
+        key = _key(name)
+        entry = meta.get("arrays", {}).get(key, {"file": f"{key}.npy"})
         file = f"{path}/{entry['file']}"
         try:
             data = fs.cat_file(f"{root}/{entry['file']}")
-            if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            if "sha256" in entry and serial.sha256(data) != entry["sha256"]:
                 raise ValueError("the file does not match the checksum in model.json")
-            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
+            values[name] = serial.read_npy(data)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read '{file}': {e}") from None
-    n, k = meta.get("n_features_in"), len(meta.get("classes", ()))
+    for name in FittedModel._fields:
+        if name not in ARRAYS:
+            value = serial.from_plain(meta.get(_key(name)))
+            if name in ONE_NUMBER:
+                value = np.array([value], dtype=ONE_NUMBER[name])
+            values[name] = np.array(value) if isinstance(value, list) else value
+    fitted = FittedModel(**values)
+    params = serial.from_plain(meta.get("params", {}))
+    class_weight = serial.from_plain(meta.get("class_weight"))
+    if isinstance(class_weight, dict):
+        class_weight = {_label(k): v for k, v in class_weight.items()}
+    params["class_weight"] = class_weight
+    n, k = fitted.n_features_in_, len(fitted.classes_ if fitted.classes_ is not None else ())
     rows = 1 if k == 2 else k
-    if arrays["coef"].shape != (rows, n) or arrays["intercept"].shape != (rows,):
+    if fitted.coef_.shape != (rows, n) or fitted.intercept_.shape != (rows,):
         raise ModelError(
-            f"'{path}' is inconsistent: coef {arrays['coef'].shape}, intercept "
-            f"{arrays['intercept'].shape}, n_features_in {n}"
+            f"'{path}' is inconsistent: coef {fitted.coef_.shape}, intercept "
+            f"{fitted.intercept_.shape}, n_features_in {n}"
         )
-    return meta, arrays
+    return params, fitted
+
+
+def _label(key: str):
+    """A class_weight key read back: JSON keys are strings; integer labels were integers."""
+    return int(key) if key.lstrip("-").isdigit() else key
 
 
 def model_exists(path: str, storage_options: dict | None = None) -> bool:

@@ -28,23 +28,12 @@ never rewritten: M = [[diag(1/σ), 0], [−(μ/σ)ᵀ, 1]]. The model decides wh
 - neither (gradient descent, the seed's algorithm): μ = 0, σ = 1.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 
 from dlr.engine import Engine, Labels, labels_from
 from dlr.errors import DataError, DlrError
 from dlr.linalg import dot, matmul
-
-
-class Evaluation(NamedTuple):
-    """The smooth objective f at one point: value, gradient (p,), Hessian (p, p) if asked, and
-    the validation loss when validation data is attached."""
-
-    loss: float
-    grad: np.ndarray
-    hess: np.ndarray | None = None
-    validation_loss: float | None = None
+from dlr.solvers.common import Evaluation
 
 
 def class_weights(class_weight, classes: np.ndarray, weights: np.ndarray) -> np.ndarray | None:

@@ -29,7 +29,7 @@ def plot_loss(model, path: str) -> None:
         ax.plot(range(len(history)), history, marker=".", label="validation")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    ax.set_title(f"dlr {model.solver_}: {model.n_iter_} iterations, {model.n_passes_} passes")
+    ax.set_title(f"dlr {model.solver_}: {model.n_iter_[0]} iterations, {model.n_passes_} passes")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -190,11 +190,8 @@ def from_arrays(X, y=None, sample_weight=None) -> Source:
         fp = {"kind": "zarr", "url": ds.url, "chunk_samples": ds.chunk_samples}
     elif isinstance(X, da.Array):
         where, samples_first = "the input dask array", True
+        _check_dask(X, "X")
         m, n = _check_x_shape(X.shape, X.dtype, "X")
-        if any(math.isnan(c) for c in X.chunks[0]):
-            raise DataError(
-                "X is a dask array with unknown chunk sizes; call X.compute_chunk_sizes()"
-            )
         X = X.rechunk({1: -1})
         starts = np.cumsum((0,) + X.chunks[0])
         bounds = tuple((int(s), int(e)) for s, e in zip(starts[:-1], starts[1:], strict=True))
@@ -235,7 +232,9 @@ def _column(a, name: str, m: int, bounds):
     if isinstance(a, zarr.Array):
         column = check_per_sample(a, m, str(a.store_path), name, stored=False)
         return ZarrChunks(a, bounds, True, f"'{a.store_path}'", column.decoder)
-    if not isinstance(a, da.Array):
+    if isinstance(a, da.Array):
+        _check_dask(a, name)
+    else:
         a = _as_numpy(a, name)
     if a.ndim == 2 and a.shape == (m, 1):
         warnings.warn(
@@ -267,6 +266,21 @@ def _as_numpy(a, what: str) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise DataTypeError(f"{what} cannot be read as an array of numbers: {e}") from None
     return a
+
+
+def _check_dask(a: da.Array, what: str) -> None:
+    """Refuse dask arrays dlr cannot chunk (unknown chunk sizes) or read (sparse blocks)."""
+    if any(math.isnan(c) for c in a.shape):
+        raise DataError(
+            f"{what} is a dask array with unknown chunk sizes; call "
+            f"{what}.compute_chunk_sizes() first"
+        )
+    meta = type(getattr(a, "_meta", None))
+    if meta.__module__.split(".")[0] in ("scipy", "sparse", "cupyx") or hasattr(meta, "toarray"):
+        raise DataTypeError(
+            f"{what} is a dask array of {meta.__module__}.{meta.__name__} blocks: sparse input "
+            f"is not supported; pass dense blocks ({what}.map_blocks(lambda b: b.toarray()))"
+        )
 
 
 def _check_x_shape(shape, dtype, what: str) -> tuple[int, int]:

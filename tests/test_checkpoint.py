@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import dlr
-from dlr.checkpoint import CheckpointStore, CheckpointWarning, decode, encode
-from dlr.objective import Evaluation
+from dlr import serial
+from dlr.checkpoint import CheckpointStore, CheckpointWarning
+from dlr.solvers import STATES, Evaluation
 from dlr.solvers.gd import GDState
 from dlr.solvers.lbfgs import LbfgsState
 from dlr.solvers.newton import NewtonState
@@ -65,8 +66,9 @@ def test_every_solver_state_round_trips_bit_for_bit():
     ]
     for state in states:
         arrays = {}
-        doc = json.loads(json.dumps(encode(state, arrays)))
-        back = decode(doc, arrays)
+        types = {cls.__name__: cls for cls in STATES}
+        doc = json.loads(json.dumps(serial.encode(state, arrays, "state", types)))
+        back = serial.decode(doc, arrays, types)
         assert type(back) is type(state)
         assert repr(back) == repr(state)  # every float, array and nested tuple, bit for bit
 
@@ -103,7 +105,9 @@ def test_early_stopping_state_survives_a_resume(data, tmp_path):
     }
     full = dlr.LogisticRegression(**params).fit(path, validation_data=valid)
     store = str(tmp_path / "ckpt")
-    stop_at = full.n_iter_ - 2  # inside the patience window: the best weights must be restored
+    stop_at = (
+        int(full.n_iter_[0]) - 2
+    )  # inside the patience window: the best weights must be restored
     dlr.LogisticRegression(**{**params, "max_iter": stop_at}).fit(
         path, validation_data=valid, checkpoint=store
     )
@@ -165,6 +169,49 @@ def test_resuming_on_other_data_is_refused_naming_the_field(data, tmp_path):
     dlr.LogisticRegression(tol=0, max_iter=2).fit(path, checkpoint=store)
     with pytest.raises(dlr.DlrError, match=r"data\.shape was \[3000, 8\] there and is \[2000, 8\]"):
         dlr.LogisticRegression(tol=0, max_iter=4).fit(other, checkpoint=store, resume=True)
+
+
+def test_resuming_on_other_values_of_the_same_shape_is_refused_naming_the_chunk(tmp_path):
+    import zarr
+
+    path = str(tmp_path / "data.zarr")
+    make_dataset(path, 3000, 8, chunk_samples=700, dtype="float64", seed=3)
+    store = str(tmp_path / "ckpt")
+    dlr.LogisticRegression(tol=0, max_iter=2).fit(path, checkpoint=store)
+    X = zarr.open_group(path, mode="r+")["X"]
+    X[1500, 3] += 1.0  # one value of chunk 2 (samples 1400–2099)
+    with pytest.raises(dlr.DlrError, match=r"chunk 2 of '.*data\.zarr' \(samples 1400–2099\)"):
+        dlr.LogisticRegression(tol=0, max_iter=4).fit(path, checkpoint=store, resume=True)
+
+
+def test_resuming_on_other_in_memory_values_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 3)), rng.integers(0, 2, 200)
+    store = str(tmp_path / "ckpt")
+    dlr.LogisticRegression(tol=0, max_iter=2).fit(X, y, checkpoint=store)
+    swapped = X[::-1].copy()  # the same values in another order: the same sums, other data
+    with pytest.raises(dlr.DlrError, match=r"chunk 0 of the input array \(samples 0–199\)"):
+        dlr.LogisticRegression(tol=0, max_iter=4).fit(swapped, y, checkpoint=store, resume=True)
+    resumed = dlr.LogisticRegression(tol=0, max_iter=4).fit(X, y, checkpoint=store, resume=True)
+    assert resumed.n_iter_ == 4
+
+
+def test_the_cli_refuses_to_resume_on_regenerated_data(tmp_path):
+    from click.testing import CliRunner
+
+    from dlr.cli import main
+
+    data, store = str(tmp_path / "data.zarr"), str(tmp_path / "ckpt")
+    make = ["make-data", data, "--samples", "2000", "--features", "4", "--chunk-samples", "500"]
+    train = ["train", data, "--model", str(tmp_path / "m"), "--checkpoint", store]
+    train += ["--solver", "gd", "--max-iter", "3", "--tol", "0", "--overwrite"]
+    for args in ([*make, "--seed", "1"], train, [*make, "--seed", "2", "--overwrite"]):
+        assert CliRunner().invoke(main, args).exit_code == 0
+    resumed = CliRunner().invoke(main, [*train, "--resume"])
+    assert resumed.exit_code == 1
+    lines = resumed.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlr: error: cannot resume from checkpoint")
+    assert "chunk 0 of" in lines[0] and "(samples 0–499)" in lines[0]
 
 
 def test_resume_without_a_checkpoint_yet_starts_from_the_beginning(data, tmp_path):
@@ -244,4 +291,48 @@ def test_the_cli_killed_after_a_checkpoint_resumes_to_identical_weights(tmp_path
     )
     full, resumed = dlr.load(str(tmp_path / "full")), dlr.load(str(tmp_path / "m"))
     np.testing.assert_array_equal(resumed.coef_, full.coef_)
+    np.testing.assert_array_equal(resumed.loss_history_, full.loss_history_)
+
+
+#: ``dlr`` in a process that SIGKILLs itself when the objective is evaluated for the N-th time
+#: (argv[1]): dead mid-pass, as by the out-of-memory killer, with no chance to clean up.
+KILLED_MID_PASS = """
+import os, signal, sys
+from dlr.cli import main
+from dlr.objective import Objective
+
+kill_at, calls, evaluate = int(sys.argv[1]), [0], Objective.__call__
+
+def dying(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate(self, *args, **kwargs)
+
+Objective.__call__ = dying
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize(("solver", "max_iter", "kill_at"), [("lbfgs", 10, 6), ("newton", 5, 4)])
+def test_the_cli_sigkilled_mid_pass_resumes_to_identical_weights(
+    data, tmp_path, solver, max_iter, kill_at
+):
+    path, _ = data
+    args = ["-q", "train", path, "--solver", solver, "--C", "0.5", "--tol", "0"]
+    args += ["--max-iter", str(max_iter), "--cache-size", "0"]
+    full = dlr.LogisticRegression(solver=solver, C=0.5, tol=0, max_iter=max_iter).fit(path)
+    store, model = tmp_path / "ckpt", str(tmp_path / "m")
+    resumable = [*args, "--model", model, "--checkpoint", str(store)]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_PASS, str(kill_at), *resumable], timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not os.path.exists(model)
+    saved = json.loads((store / "LATEST").read_text())["checkpoint"]
+    assert 1 <= int(saved[5:13]) < max_iter
+    subprocess.run([DLR, *resumable, "--resume"], check=True, timeout=300)
+    resumed = dlr.load(model)
+    np.testing.assert_array_equal(resumed.coef_, full.coef_)
+    np.testing.assert_array_equal(resumed.intercept_, full.intercept_)
     np.testing.assert_array_equal(resumed.loss_history_, full.loss_history_)

@@ -8,6 +8,7 @@ one-line error.
 """
 
 import datetime
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import dask
 import numpy as np
 import psutil
 import pytest
+import zarr
 from click.testing import CliRunner
 from distributed import Client, get_task_stream
 from distributed.security import Security
@@ -34,6 +36,7 @@ from dlr.synthetic import make_dataset
 DLR_SCRIPT = str(Path(sys.executable).parent / "dlr")
 PARAMS = {"learning_rate": 1.0, "max_iter": 8, "tol": 0}
 TRAIN_ARGS = ["--learning-rate", "1.0", "--max-iter", "8", "--tol", "0"]
+SHORT_TRAIN_ARGS = ["--learning-rate", "1.0", "--max-iter", "2", "--tol", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -303,3 +306,112 @@ def test_scheduler_options_are_checked_before_anything_runs(data, tmp_path, monk
         result = invoke("train", data, "--model", model)
     assert result.exit_code == 1 and "cannot connect to the dask scheduler" in result.stderr
     assert not model.exists()
+
+
+def test_training_waits_for_the_first_worker_of_an_empty_cluster(data, tmp_path, monkeypatch):
+    """A scheduler with no worker yet: ``dlr train`` waits (up to 60 s; here first 1 s, in
+    vain, then the full wait) and runs on the worker that joins after it has connected."""
+    scheduler_file, model = tmp_path / "scheduler.json", tmp_path / "m"
+    quiet = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    started = []
+
+    def start(*argv):
+        with open(tmp_path / f"process-{len(started)}.log", "wb") as log:
+            started.append(subprocess.Popen([str(a) for a in argv], stdout=log, stderr=log))
+        return started[-1]
+
+    try:
+        start(
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(scheduler_file),
+            *quiet,
+        )
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        with monkeypatch.context() as patch:
+            patch.setattr("dlr.preflight.WORKER_WAIT_SECONDS", 1)
+            alone = invoke("train", data, "--model", model, "--scheduler-file", scheduler_file)
+        assert alone.exit_code == 1 and not model.exists()
+        assert "dlr: error: no dask worker joined the scheduler at tcp://127.0.0.1:" in alone.stderr
+        assert "within 1 s" in alone.stderr
+        training = start(
+            DLR_SCRIPT,
+            "-q",
+            "train",
+            data,
+            "--model",
+            str(model),
+            *SHORT_TRAIN_ARGS,
+            "--scheduler-file",
+            str(scheduler_file),
+        )
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address) as observer:
+
+            def clients(dask_scheduler):
+                return len(dask_scheduler.clients)
+
+            alone = observer.run_on_scheduler(clients)
+            while observer.run_on_scheduler(clients) == alone:  # until dlr has connected
+                assert training.poll() is None, (tmp_path / "process-1.log").read_text()
+                assert time.monotonic() < deadline + 60, "dlr never connected"
+                time.sleep(0.1)
+            # dlr is connected to a scheduler without workers: without the wait it would fail
+            # now; the worker below needs seconds to start
+            assert not observer.scheduler_info()["workers"]
+        start(
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            address,
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            *quiet,
+        )
+        assert training.wait(timeout=300) == 0, (tmp_path / "process-1.log").read_text()
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    expected = dlr.LogisticRegression(**{**PARAMS, "max_iter": 2}).fit(data)
+    assert_same_bits(dlr.load(str(model)), (expected.coef_, expected.intercept_))
+
+
+@pytest.mark.parametrize("cache_size", ["auto", "0"], ids=["cached-in-workers", "streamed"])
+def test_bad_input_on_a_cluster_is_one_line_naming_the_chunk(cluster, tmp_path, cache_size):
+    path = str(tmp_path / "bad.zarr")
+    make_dataset(path, 2400, 6, chunk_samples=300, dtype="float32", seed=11)
+    X = zarr.open_group(path, mode="r+")["X"]
+    X[1234, 2] = np.inf
+    result = invoke(
+        "train",
+        path,
+        "--model",
+        tmp_path / "m",
+        "--scheduler",
+        cluster.address,
+        "--cache-size",
+        cache_size,
+    )
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert err.startswith("dlr: error: ") and "\n" not in err, err
+    for words in ("NaN or inf", path, "chunk 4", "samples 1200–1499", "sample 1234"):
+        assert words in err, err
+    assert not (tmp_path / "m").exists()

@@ -18,11 +18,12 @@ from zarr.codecs import (
     BytesCodec,
     Crc32cCodec,
     GzipCodec,
+    ShardingCodec,
     TransposeCodec,
     ZstdCodec,
 )
 
-from dlr.dataset import FEATURES_FIRST, SAMPLES_FIRST, open_dataset
+from dlr.dataset import FEATURES_FIRST, SAMPLES_FIRST, layout_of, open_dataset
 from dlr.decode import direct_decoder, read_block
 
 N_SAMPLES, N_FEATURES, CHUNK = 47, 3, 10  # 5 chunks, the last one ragged
@@ -58,10 +59,11 @@ def values(layout: str, dtype: str, absent: bool) -> np.ndarray:
     return v if layout != "features-first" else np.ascontiguousarray(v.T)
 
 
-def write(path, data, layout, *, zarr_format=3, **codec_options) -> zarr.Array:
-    chunks = (CHUNK,) if data.ndim == 1 else (CHUNK, N_FEATURES)
+def write(path, data, layout, *, zarr_format=3, features_per_chunk=N_FEATURES, **codec_options):
+    chunks = (CHUNK,) if data.ndim == 1 else (CHUNK, features_per_chunk)
     if layout == "features-first":
         chunks = chunks[::-1]
+    chunks = codec_options.pop("chunks", chunks)
     names = {"samples-first": SAMPLES_FIRST, "features-first": FEATURES_FIRST}.get(layout)
     if zarr_format == 2:
         extra = {"attributes": {"_ARRAY_DIMENSIONS": list(names)}} if names else {}
@@ -155,9 +157,76 @@ def test_an_absent_chunk_reads_as_the_arrays_own_fill_value(tmp_path):
     assert_reads_equal_zarrs(arr, True, direct_decoder(arr, all_stored=False))
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("layout", ["samples-first", "features-first"])
+@pytest.mark.parametrize(
+    "features_per_chunk", [2, 8], ids=["chunked-along-features", "chunks-wider-than-the-array"]
+)
+def test_arrays_chunked_along_features_too_are_read_directly(
+    tmp_path, features_per_chunk, layout, zarr_format
+):
+    """Chunk (1, 0) — samples 10–19, features 0–1 — is all zeros, so absent; (1, 1) is not."""
+    data = values("samples-first", "float32", absent=False)
+    data[CHUNK : 2 * CHUNK, :2] = 0
+    if layout == "features-first":
+        data = np.ascontiguousarray(data.T)
+    arr = write(
+        tmp_path / "x.zarr",
+        data,
+        layout,
+        zarr_format=zarr_format,
+        features_per_chunk=features_per_chunk,
+    )
+    decoder = direct_decoder(arr, all_stored=False)
+    assert decoder is not None
+    assert_reads_equal_zarrs(arr, layout == "samples-first", decoder)
+
+
+SHARDINGS = {  # shards of 2 × 2 inner chunks of 10 samples × 2 features
+    "index-at-end": {},
+    "index-at-start": dict(index_location="start"),
+    "index-without-crc32c": dict(index_codecs=[BytesCodec()]),
+}
+
+
+@pytest.mark.parametrize("absent", ["all-stored", "inner-chunk-absent", "shard-absent"])
+@pytest.mark.parametrize("layout", ["samples-first", "features-first", "1-D"])
+@pytest.mark.parametrize("sharding", list(SHARDINGS))
+def test_sharded_arrays_are_read_directly_shard_by_shard(tmp_path, sharding, layout, absent):
+    """Inner chunk (1, 0) is all zeros (inner-chunk-absent), or the whole first shard is."""
+    data = values("samples-first" if layout != "1-D" else "1-D", "float32", absent=False)
+    if absent == "inner-chunk-absent":
+        data[(slice(CHUNK, 2 * CHUNK), slice(0, 2))[: data.ndim]] = 0
+    elif absent == "shard-absent":
+        data[: 2 * CHUNK] = 0
+    inner, shards = (CHUNK, 2), (2 * CHUNK, 4)
+    if layout == "1-D":
+        inner, shards = (CHUNK,), (2 * CHUNK,)
+    elif layout == "features-first":
+        data, inner, shards = np.ascontiguousarray(data.T), inner[::-1], shards[::-1]
+    arr = zarr.create_array(
+        str(tmp_path / "x.zarr"),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=shards,
+        serializer=ShardingCodec(
+            chunk_shape=inner, codecs=[BytesCodec(), ZstdCodec()], **SHARDINGS[sharding]
+        ),
+        compressors=None,
+    )
+    arr[...] = data
+    decoder = direct_decoder(arr, all_stored=False)
+    assert decoder is not None and decoder.shard is not None
+    assert_reads_equal_zarrs(arr, layout != "features-first", decoder)
+
+
 UNCLAIMED = {
-    "sharded": dict(shards=(2 * CHUNK, N_FEATURES)),
     "transposed": dict(filters=[TransposeCodec(order=(1, 0))]),
+    "transposed and sharded": dict(filters=[TransposeCodec(order=(1, 0))], shards=(20, 3)),
+    "sharded, big-endian index": dict(
+        serializer=ShardingCodec(chunk_shape=(10, 3), index_codecs=[BytesCodec(endian="big")]),
+        chunks=(20, 3),
+    ),
     "crc32c before compression": dict(compressors=[Crc32cCodec(), ZstdCodec()]),
     "two compressors": dict(compressors=[BloscCodec(), ZstdCodec()]),
     "v2 filter": dict(zarr_format=2, filters=[numcodecs.Delta(dtype="float32")]),
@@ -207,3 +276,37 @@ def test_streamed_reads_reuse_one_buffer_per_thread_and_cached_reads_do_not(data
     again = read_block(ds.x, True, 50, 100, "d", 1, False, d)
     assert not np.shares_memory(kept, again)
     np.testing.assert_array_equal(kept, ds.x[0:50])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    "x_dims, y_dims, samples_first",
+    [
+        (None, None, True),
+        (("sample", "feature"), ("sample",), True),
+        (("feature", "sample"), ("sample",), False),
+        (("obs", "var"), ("obs",), True),
+        (("var", "obs"), ("obs",), False),
+        (("a", "sample"), None, False),
+        (("feature", "b"), None, False),
+        (("a", "b"), ("c",), True),
+    ],
+)
+def test_the_sample_axis_is_the_one_the_dimension_names_say(
+    x_dims, y_dims, samples_first, zarr_format
+):
+    """``dimension_names`` (v3) or xarray's ``_ARRAY_DIMENSIONS`` (v2): dlr's names, else the
+    dimension X shares with y, else the one named "sample", else not the one named "feature"."""
+    store = zarr.storage.MemoryStore()
+
+    def array(name, shape, dims):
+        if zarr_format == 2:
+            named = {"attributes": {"_ARRAY_DIMENSIONS": list(dims)}} if dims else {}
+        else:
+            named = {"dimension_names": dims}
+        return zarr.create_array(
+            store, name=name, shape=shape, dtype="f8", zarr_format=zarr_format, **named
+        )
+
+    xa, ya = array("X", (6, 6), x_dims), array("y", (6,), y_dims)
+    assert layout_of(xa, "d", ya) is samples_first

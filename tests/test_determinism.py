@@ -104,3 +104,59 @@ def test_fresh_processes_give_the_same_bits(dataset, solver):
         for _ in range(4)
     }
     assert len(digests) == 1
+
+
+@pytest.fixture(scope="module")
+def weighted_data(tmp_path_factory):
+    """A 3-class and a 2-class dataset, each with an array of sample weights 'w'."""
+    from tests.test_solvers import make_problem, write
+
+    rng = np.random.default_rng(8)
+    root = tmp_path_factory.mktemp("weighted")
+    paths = {}
+    for classes in (2, 3):
+        X, y = make_problem(rng, m=900, classes=classes)
+        s = rng.uniform(0.2, 3.0, len(y))
+        paths[classes] = write(root / f"{classes}.zarr", X, y, sample_weight=s, chunk=97)
+    return paths
+
+
+WEIGHTED_FITS = {
+    "multinomial-lbfgs": (3, {"solver": "lbfgs", "max_iter": 6}),
+    "multinomial-newton-l1": (3, {"solver": "newton", "C": 0.1, "l1_ratio": 0.5, "max_iter": 3}),
+    "binary-gd": (2, {"solver": "gd", "standardize": True, "max_iter": 5}),
+}
+
+
+@pytest.fixture(scope="module")
+def one_worker():
+    """A LocalCluster of 1 worker process."""
+    with scheduler(workers=1) as client:
+        yield client
+
+
+@pytest.mark.parametrize("case", WEIGHTED_FITS)
+def test_multinomial_and_weighted_fits_are_bit_identical_on_every_scheduler(
+    weighted_data, cluster, one_worker, case
+):
+    classes, params = WEIGHTED_FITS[case]
+    path = weighted_data[classes]
+    params = {**params, "class_weight": "balanced", "tol": 0, "cache_size": 0}
+
+    def weighted_fit():
+        return dlr.LogisticRegression(**params).fit(path, sample_weight="w")
+
+    results = {}
+    with dask.config.set(scheduler="sync"):
+        results["sync"] = weighted_fit()
+    with dask.config.set(scheduler="threads", num_workers=2):
+        results["threads"] = weighted_fit()
+    with dask.config.set(scheduler=cluster.get):
+        results["2 processes"] = weighted_fit()
+    with dask.config.set(scheduler=one_worker.get):
+        results["1 process"] = weighted_fit()
+    assert results["sync"].coef_.shape[0] == (3 if classes == 3 else 1)
+    for name, model in results.items():
+        np.testing.assert_array_equal(model.coef_, results["sync"].coef_, err_msg=name)
+        np.testing.assert_array_equal(model.intercept_, results["sync"].intercept_, err_msg=name)
+        np.testing.assert_array_equal(model.loss_history_, results["sync"].loss_history_)

@@ -64,7 +64,7 @@ def test_fitted_attributes_have_scikit_learn_shapes(data):
     assert model.intercept_.shape == (1,)
     assert model.classes_.tolist() == [0, 1]
     assert model.n_features_in_ == 4
-    assert model.n_iter_ == 50
+    assert model.n_iter_.shape == (1,) and model.n_iter_[0] == 50
     # the validating first pass (which also gives the loss and gradient at the start, w = b = 0)
     # and one pass per iteration
     assert model.n_passes_ == 51
@@ -143,14 +143,19 @@ def test_predicting_with_the_wrong_number_of_features_is_a_clear_error(data):
         ("C", 0.0, "C must be a positive number"),
         ("l1_ratio", 1.5, "l1_ratio must be between 0 and 1"),
         ("learning_rate", -1.0, "learning_rate must be a positive number"),
-        ("max_iter", 0, "max_iter must be an integer"),
+        ("max_iter", -1, "max_iter must be an integer ≥ 0"),
+        ("solver", "saga", "unknown solver 'saga'"),
+        ("l1_ratio", 2, "l1_ratio must be between 0 and 1"),
+        ("C", -1, "C must be a positive number"),
         ("tol", -1e-3, "tol must be ≥ 0"),
         ("cache_size", "lots", "cannot read cache size 'lots'"),
     ],
 )
 def test_invalid_parameters_are_rejected_before_any_data_is_read(param, value, message):
-    with pytest.raises(dlr.DlrError, match=message):
+    # a ValueError, as scikit-learn's InvalidParameterError, and a DlrError for the CLI
+    with pytest.raises(dlr.InvalidParameterError, match=message) as caught:
         dlr.LogisticRegression(**{param: value}).fit("/nonexistent/never-opened.zarr")
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, dlr.DlrError)
 
 
 def test_progress_is_logged_every_iteration_when_not_on_a_terminal(data, caplog):

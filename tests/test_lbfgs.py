@@ -9,9 +9,9 @@ import scipy.optimize
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from dlr.objective import Evaluation
-from dlr.solvers import lbfgs, minimize
+from dlr.solvers import Evaluation, lbfgs, minimize
 from dlr.solvers.common import optimality
+from dlr.solvers.newton import newton_method
 
 from .conftest import assert_matches
 
@@ -52,13 +52,14 @@ class Logistic:
 
 
 def newton_optimum(fun, l1=None):
-    state = minimize("newton", fun, np.zeros(fun.p), max_iter=100, tol=1e-13, l1=l1)
+    state = minimize(newton_method(tol=1e-13, l1=l1), fun, np.zeros(fun.p), max_iter=100)
     assert state.converged
     return state.theta
 
 
-def run(fun, l1=None, tol=1e-10, max_iter=1000, **options):
-    return minimize("lbfgs", fun, np.zeros(fun.p), max_iter=max_iter, tol=tol, l1=l1, **options)
+def run(fun, l1=None, tol=1e-10, max_iter=1000, on_iteration=None, **options):
+    solver = lbfgs.limited_memory_bfgs(tol=tol, l1=l1, **options)
+    return minimize(solver, fun, np.zeros(fun.p), max_iter=max_iter, on_iteration=on_iteration)
 
 
 @pytest.mark.parametrize(("scale", "l2"), [(1.0, 1e-2), (1.0, 0.0), (10.0, 1e-4)])
@@ -90,9 +91,10 @@ def test_a_badly_scaled_quadratic_makes_the_first_line_search_extrapolate():
         calls.append(1)
         return Evaluation(float(theta @ A @ theta / 2 - b @ theta), A @ theta - b)
 
-    first = lbfgs.step(fun, lbfgs.init(fun, np.zeros(6), tol=1e-12), tol=1e-12)
+    solver = lbfgs.limited_memory_bfgs(tol=1e-12)
+    first = solver.step(fun, solver.init(fun, np.zeros(6)))
     assert len(calls) - 1 >= 4  # the unit step, then 4× longer until f rises
-    state = minimize("lbfgs", fun, first, max_iter=100, tol=1e-12)
+    state = minimize(solver, fun, first, max_iter=100)
     assert state.converged
     assert_matches(state.theta, np.linalg.solve(A, b), rtol=1e-8)
 
@@ -169,7 +171,7 @@ def test_warm_start_at_the_optimum_is_converged_without_an_iteration():
     fun = Logistic()
     optimum = newton_optimum(fun)
     fun.calls = 0
-    state = minimize("lbfgs", fun, optimum, max_iter=100, tol=1e-10)
+    state = minimize(lbfgs.limited_memory_bfgs(tol=1e-10), fun, optimum, max_iter=100)
     assert state.converged and state.iteration == 0 and fun.calls == 1
     assert state.loss_history == (state.ev.loss,)
 
@@ -178,27 +180,27 @@ def test_warm_start_at_the_optimum_is_converged_without_an_iteration():
 def test_states_are_immutable_and_resume_bit_identically(penalized):
     fun = Logistic(n=12)
     l1 = fun.l1(0.005) if penalized else None
-    options = {"l1": l1, "tol": 1e-10, "memory": 3}
-    state = lbfgs.init(fun, np.zeros(fun.p), **options)
+    solver = lbfgs.limited_memory_bfgs(l1=l1, tol=1e-10, memory=3)
+    state = solver.init(fun, np.zeros(fun.p))
     for _ in range(5):
-        state = lbfgs.step(fun, state, **options)
+        state = solver.step(fun, state)
     saved = [state.theta.copy(), state.ev.grad.copy(), *(a.copy() for a in state.s + state.y)]
     first = state
-    later = [lbfgs.step(fun, state, **options)]
+    later = [solver.step(fun, state)]
     while not later[-1].converged:
-        later.append(lbfgs.step(fun, later[-1], **options))
+        later.append(solver.step(fun, later[-1]))
         assert len(later[-1].s) == len(later[-1].y) <= 3
     np.testing.assert_array_equal(
         np.concatenate([state.theta, state.ev.grad, *state.s, *state.y]), np.concatenate(saved)
     )
-    again = lbfgs.step(fun, first, **options)
+    again = solver.step(fun, first)
     for a, b in zip(again, later[0], strict=True):
         if isinstance(a, tuple):  # ev, loss_history, s, y
             for u, v in zip(a, b, strict=True):
                 np.testing.assert_array_equal(u, v)
         else:
             np.testing.assert_array_equal(a, b)
-    resumed = minimize("lbfgs", fun, first, max_iter=1000, **options)
+    resumed = minimize(solver, fun, first, max_iter=1000)
     assert resumed.iteration == later[-1].iteration
     np.testing.assert_array_equal(resumed.theta, later[-1].theta)
     assert resumed.loss_history == later[-1].loss_history
@@ -215,7 +217,7 @@ def test_the_driver_reports_progress_and_stops_at_max_iter():
     assert seen[-1].grad_norm == optimality(state.theta, state.ev.grad, l1)
     assert len(state.loss_history) == 5
     assert all(b < a for a, b in zip(state.loss_history, state.loss_history[1:], strict=False))
-    state = minimize("lbfgs", fun, state, max_iter=1000, tol=1e-10, l1=l1)
+    state = minimize(lbfgs.limited_memory_bfgs(tol=1e-10, l1=l1), fun, state, max_iter=1000)
     assert state.converged and len(state.loss_history) == state.iteration + 1
 
 
@@ -233,8 +235,9 @@ class Deceptive:
 @pytest.mark.parametrize("l1", [None, np.array([0.5, 0.5, 0.0])])
 def test_no_decrease_stalls_at_the_old_point(l1):
     fun = Deceptive()
-    start = lbfgs.init(fun, np.zeros(3), l1=l1, tol=1e-10)
-    state = lbfgs.step(fun, start, l1=l1, tol=1e-10)
+    solver = lbfgs.limited_memory_bfgs(l1=l1, tol=1e-10)
+    start = solver.init(fun, np.zeros(3))
+    state = solver.step(fun, start)
     assert state.stalled and not state.converged
     assert state.iteration == 0 and state.theta is start.theta and state.ev is start.ev
     assert state.loss_history == start.loss_history and state.s == ()

@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import dlr
 from dlr.dataset import create_arrays
-from dlr.solvers import choose
+from dlr.solvers import SOLVERS, choose
 from tests.conftest import assert_matches
 
 PENALTIES = {
@@ -146,6 +146,29 @@ def test_gradient_descent_variants_reach_scikit_learns_optimum(binary, penalty, 
     assert_same_model(model, coef, intercept, 1e-5 if penalty == "l2" else 1e-4)
 
 
+def test_backtracking_gradient_descent_reaches_the_precision_of_the_fixed_step():
+    # Near the optimum, F changes by less than its rounding error: a backtracking test blind to
+    # that halved the step on noise (0.5 → 1.9e-9) and left max|∇F| at 2e-8.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4))
+    y = (X @ [1.0, -1.0, 0.5, 0.0] + rng.standard_normal(300) > 0).astype(int)
+    common = {"solver": "gd", "learning_rate": 0.5, "tol": 0, "max_iter": 1500}
+    fixed = dlr.LogisticRegression(**common).fit(X, y)
+    backtracking = dlr.LogisticRegression(**common, line_search=True).fit(X, y)
+    assert fixed.grad_norm_history_[-1] < 1e-14
+    assert backtracking.grad_norm_history_[-1] <= 2 * fixed.grad_norm_history_[-1]
+    assert backtracking.state_.step == 0.5
+
+
+@pytest.mark.parametrize(
+    ("solver", "option"),
+    [("gd", "memory"), ("lbfgs", "learning_rate"), ("newton", "nesterov"), ("lbfgs", "tl")],
+)
+def test_a_solver_is_built_from_its_own_options_only(solver, option):
+    with pytest.raises(TypeError, match=option):
+        SOLVERS[solver](tol=1e-4, **{option: 1})
+
+
 def test_the_solvers_agree_with_each_other(binary):
     path, *_ = binary
     common = {"C": 2.0, "standardize": True, "max_iter": 5000}
@@ -265,6 +288,76 @@ def test_labels_are_any_integers_mapped_through_classes(binary):
     assert model.classes_.tolist() == [-3, 7]
     np.testing.assert_array_equal(model.coef_, reference.coef_)
     assert set(np.unique(model.predict(X))) <= {-3, 7}
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    rng = np.random.default_rng(21)
+    X, y = make_problem(rng, m=600, classes=3)
+    s = rng.uniform(0.2, 3.0, len(y))
+    path = write(tmp_path_factory.mktemp("three") / "data.zarr", X, y, sample_weight=s, chunk=150)
+    return path, X, y, s
+
+
+MULTINOMIAL_CASES = {
+    "l1": ({"C": 0.05, "l1_ratio": 1.0}, False),
+    "weighted": ({"C": 0.5, "class_weight": "balanced"}, True),
+    "no-intercept": ({"C": 0.5, "fit_intercept": False}, False),
+    "no-penalty": ({"C": np.inf}, False),
+}
+
+
+def centred(coef, intercept, C):
+    """The representative of a softmax model that dlr reports: intercepts (and, unpenalized,
+    coefficient rows) shifted to sum to zero over the classes."""
+    if np.isinf(C):
+        coef = coef - coef.mean(axis=0)
+    return coef, intercept - intercept.mean()
+
+
+@pytest.mark.parametrize("case", MULTINOMIAL_CASES)
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_multinomial_from_zarr_reaches_scikit_learns_optimum_for_every_option(
+    three_classes, solver, case
+):
+    path, X, y, s = three_classes
+    options, weighted = MULTINOMIAL_CASES[case]
+    model = dlr.LogisticRegression(solver=solver, tol=1e-10, max_iter=1000, **options)
+    model.fit(path, sample_weight="w" if weighted else None)
+    reference = {"sample_weight": s} if weighted else {}
+    coef, intercept = sklearn_fit(X, y, **{"l1_ratio": 0.0, **options, **reference})
+    assert model.converged_ and model.coef_.shape == (3, 5)
+    assert_same_model(
+        model, *centred(coef, intercept, options["C"]), 1e-4 if case == "l1" else 1e-5
+    )
+
+
+GD_CASES = {
+    "weighted": ({"C": 0.5, "class_weight": "balanced"}, True),
+    "no-intercept": ({"C": 0.5, "fit_intercept": False}, False),
+    "elastic-net": (PENALTIES["elastic-net"], False),
+    "no-penalty": (PENALTIES["none"], False),
+}
+
+
+@pytest.mark.parametrize("case", GD_CASES)
+def test_gradient_descent_reaches_scikit_learns_optimum_for_every_option(binary, case):
+    path, X, y, s = binary
+    options, weighted = GD_CASES[case]
+    model = dlr.LogisticRegression(
+        solver="gd",
+        learning_rate=4.0,
+        nesterov=True,
+        standardize=True,
+        tol=1e-14,
+        max_iter=5000,
+        **options,
+    ).fit(path, sample_weight="w" if weighted else None)
+    reference = {"sample_weight": s} if weighted else {}
+    coef, intercept = sklearn_fit(
+        X, y, standardize=True, **{"l1_ratio": 0.0, **options, **reference}
+    )
+    assert_same_model(model, coef, intercept, 1e-4 if case == "elastic-net" else 1e-5)
 
 
 def test_standardizing_weighs_the_moments_by_the_sample_weights():

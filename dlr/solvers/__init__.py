@@ -1,10 +1,12 @@
 """Solvers: loops over a function giving the smooth objective of the whole dataset.
 
 A solver never sees chunks or dask. It calls ``fun(theta, hessian=False) -> Evaluation`` (one
-pass over the data per call; see :class:`dlr.objective.Objective`) and keeps its whole state in
-one immutable NamedTuple, returned by pure ``init`` and ``step`` functions, so a fit can be
-inspected, saved and continued from any iteration. Every state has ``iteration``, ``theta`` (the
-current point), ``ev`` (its evaluation), ``loss_history`` (F at every iterate, the first at the
+pass over the data per call; see :class:`dlr.objective.Objective`). Like an optax
+transformation, a solver is built once from its hyperparameters (``SOLVERS[name](**options)``,
+where an unknown option is a TypeError) into a :class:`Solver` of pure ``init(fun, theta0)`` and
+``step(fun, state)`` functions over one immutable NamedTuple state, so a fit can be inspected,
+saved and continued from any iteration. Every state has ``iteration``, ``theta`` (the current
+point), ``ev`` (its evaluation), ``loss_history`` (F at every iterate, the first at the
 starting point), ``converged`` and ``stalled``.
 """
 
@@ -14,10 +16,17 @@ from collections.abc import Callable
 import numpy as np
 
 from dlr.solvers import gd, lbfgs, newton
-from dlr.solvers.common import Progress, optimality
+from dlr.solvers.common import Evaluation, Function, Progress, Solver, State
 
-#: name → module with ``init(fun, theta0, **options)`` and ``step(fun, state, **options)``.
-SOLVERS = {"gd": gd, "lbfgs": lbfgs, "newton": newton}
+#: name → constructor: ``SOLVERS[name](tol=..., l1=..., **hyperparameters) -> Solver``.
+SOLVERS: dict[str, Callable[..., Solver]] = {
+    "gd": gd.gradient_descent,
+    "lbfgs": lbfgs.limited_memory_bfgs,
+    "newton": newton.newton_method,
+}
+
+#: Every solver's state and the evaluation inside it: what a checkpoint may hold.
+STATES = (gd.GDState, lbfgs.LbfgsState, newton.NewtonState, Evaluation)
 
 #: ``solver="auto"`` uses Newton for up to this many parameters p, whatever the data size: a
 #: Hessian pass costs m·p² against m·p for a gradient, nearly free for a handful of parameters.
@@ -43,32 +52,31 @@ def choose(solver: str, n_params: int, n_samples: int) -> str:
 
 
 def minimize(
-    solver: str,
-    fun,
-    start,
+    solver: Solver,
+    fun: Function,
+    start: np.ndarray | State,
     *,
     max_iter: int,
-    tol: float,
-    l1: np.ndarray | None = None,
-    on_iteration: Callable[[object, Progress], bool | None] | None = None,
-    **options,
-):
-    """Run ``solver`` from ``start`` (a point θ₀, or a state to continue) until converged,
+    on_iteration: Callable[[State, Progress], bool | None] | None = None,
+) -> State:
+    """Run ``solver`` from ``start`` (a point θ₀ (p,), or a state to continue) until converged,
     stalled, ``max_iter`` iterations, or ``on_iteration(state, progress)`` returns True."""
-    module = SOLVERS[solver]
-    options.update(l1=l1, tol=tol)
-    state = module.init(fun, start, **options) if isinstance(start, np.ndarray) else start
+    state = solver.init(fun, start) if isinstance(start, np.ndarray) else start
     while state.iteration < max_iter and not (state.converged or state.stalled):
         started = time.perf_counter()
-        state = module.step(fun, state, **options)
-        if on_iteration is not None:
-            progress = Progress(
-                state.iteration,
-                state.loss_history[-1],
-                optimality(state.theta, state.ev.grad, l1),
-                time.perf_counter() - started,
-                state.ev.validation_loss,
-            )
-            if on_iteration(state, progress):
-                break
+        state = solver.step(fun, state)
+        if on_iteration is not None and on_iteration(state, progress(solver, state, started)):
+            break
     return state
+
+
+def progress(solver: Solver, state: State, started: float) -> Progress:
+    """The progress record of ``state``, reached by a step that began at ``started``
+    (:func:`time.perf_counter`)."""
+    return Progress(
+        state.iteration,
+        state.loss_history[-1],
+        solver.optimality(state),
+        time.perf_counter() - started,
+        state.ev.validation_loss,
+    )

@@ -1,10 +1,76 @@
-"""What every solver shares: the progress record, L1 helpers and the optimality measure."""
+"""What every solver shares: the evaluation and solver types, the progress record, L1 helpers
+and the optimality measure."""
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from dlr.linalg import dot
+
+
+class Evaluation(NamedTuple):
+    """The smooth objective f at one point θ (p,).
+
+    Attributes
+    ----------
+    loss : float
+        f(θ).
+    grad : ndarray of shape (p,)
+        ∇f(θ).
+    hess : ndarray of shape (p, p) or None
+        ∇²f(θ), when asked for.
+    validation_loss : float or None
+        The mean loss on the validation data, when it is attached.
+    """
+
+    loss: float
+    grad: np.ndarray
+    hess: np.ndarray | None = None
+    validation_loss: float | None = None
+
+
+class Function(Protocol):
+    """What a solver minimizes: ``fun(theta, hessian=False) -> Evaluation``, one pass over the
+    data per call (see :class:`dlr.objective.Objective`)."""
+
+    def __call__(self, theta: np.ndarray, hessian: bool = False) -> Evaluation: ...
+
+
+class State(Protocol):
+    """What every solver state holds (each solver's NamedTuple has more)."""
+
+    iteration: int
+    theta: np.ndarray
+    ev: Evaluation
+    loss_history: tuple[float, ...]
+    converged: bool
+    stalled: bool
+
+
+class Solver(NamedTuple):
+    """A solver built from its hyperparameters: pure functions over its immutable state.
+
+    Attributes
+    ----------
+    name : str
+        The solver's name in :data:`dlr.solvers.SOLVERS`.
+    init : callable ``(fun, theta0) -> state``
+        The state at θ₀ (p,): one evaluation of ``fun``.
+    step : callable ``(fun, state) -> state``
+        One iteration; the state passed in is left unchanged.
+    l1 : ndarray of shape (p,) or None
+        The L1 weight of each coordinate, for the optimality measure.
+    """
+
+    name: str
+    init: Callable[[Function, np.ndarray], State]
+    step: Callable[[Function, State], State]
+    l1: np.ndarray | None
+
+    def optimality(self, state: State) -> float:
+        """max |∇F| at the state's point (see :func:`optimality`)."""
+        return optimality(state.theta, state.ev.grad, self.l1)
 
 
 class Progress(NamedTuple):

@@ -9,7 +9,8 @@ coordinate at 0 may leave it only against its pseudo-gradient, every trial point
 the orthant so chosen (a coordinate that would cross 0 stops there), and a backtracking search asks
 for sufficient decrease of F. Unlike Andrew & Gao, nonzero coordinates keep their quasi-Newton
 component even where its sign disagrees with −v: the direction still descends (only terms with
-dᵢvᵢ ≥ 0 are dropped), and on ill-conditioned data it needs up to 3× fewer iterations.
+dᵢvᵢ ≥ 0 are dropped), and on ill-conditioned data it needs fewer iterations (figure in
+benchmarks/README.md).
 
 Every call of ``fun`` is one pass over the data, line-search trials included. The unit step is
 tried first and is usually accepted, and the accepted trial's evaluation is the next iterate's:
@@ -22,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dlr.linalg import dot
-from dlr.solvers.common import optimality, subgradient, total
+from dlr.solvers.common import Evaluation, Function, Solver, optimality, subgradient, total
 
 SUFFICIENT_DECREASE = 1e-4  # c₁ of the Armijo condition
 CURVATURE = 0.9  # c₂ of the strong Wolfe condition
@@ -31,14 +32,29 @@ EPS = np.finfo(float).eps
 
 
 class LbfgsState(NamedTuple):
-    """After ``iteration`` steps: the point ``theta`` (p,), its evaluation ``ev`` (no Hessian),
-    F at every iterate, whether the optimality measure reached ``tol``, whether the line search
-    found no decrease (F flat to rounding: going on would not help), and the last ≤ ``memory``
-    correction pairs ``s``, ``y`` (each (p,), oldest first)."""
+    """L-BFGS (OWL-QN) after ``iteration`` steps.
+
+    Attributes
+    ----------
+    iteration : int
+        Steps made.
+    theta : ndarray of shape (p,)
+        The current point.
+    ev : Evaluation
+        f at ``theta`` (no Hessian).
+    loss_history : tuple of float
+        F at every iterate, the start included.
+    converged : bool
+        Whether the optimality measure reached ``tol``.
+    stalled : bool
+        Whether the line search found no decrease (F flat to rounding: going on would not help).
+    s, y : tuple of ndarray of shape (p,)
+        The last ≤ ``memory`` correction pairs, oldest first.
+    """
 
     iteration: int
     theta: np.ndarray
-    ev: tuple
+    ev: Evaluation
     loss_history: tuple[float, ...]
     converged: bool
     stalled: bool
@@ -54,14 +70,37 @@ class _Trial(NamedTuple):
     value: float
     slope: float
     x: np.ndarray | None = None
-    ev: tuple | None = None
+    ev: Evaluation | None = None
 
 
-def init(fun, theta0: np.ndarray, *, l1=None, tol: float, memory: int = 10, **_) -> LbfgsState:
-    """The state at θ₀ (p,) after one pass, converged already if max |∇F(θ₀)| ≤ ``tol``."""
-    ev = fun(theta0)
-    done = optimality(theta0, ev.grad, l1) <= tol
-    return LbfgsState(0, theta0, ev, (total(ev, theta0, l1),), done, False, (), ())
+def limited_memory_bfgs(*, tol: float, l1: np.ndarray | None = None, memory: int = 10) -> Solver:
+    """L-BFGS, or OWL-QN with an L1 term, built once from its hyperparameters.
+
+    Parameters
+    ----------
+    tol : float
+        Converged when max |∇F| ≤ ``tol``.
+    l1 : ndarray of shape (p,) or None
+        L1 weight of each coordinate.
+    memory : int
+        Correction pairs kept.
+
+    Returns
+    -------
+    Solver
+        ``init(fun, theta0) -> LbfgsState`` (converged already if max |∇F(θ₀)| ≤ ``tol``) and
+        ``step(fun, state) -> LbfgsState``.
+    """
+
+    def init(fun: Function, theta0: np.ndarray) -> LbfgsState:
+        ev = fun(theta0)
+        done = optimality(theta0, ev.grad, l1) <= tol
+        return LbfgsState(0, theta0, ev, (total(ev, theta0, l1),), done, False, (), ())
+
+    def step(fun: Function, st: LbfgsState) -> LbfgsState:
+        return _step(fun, st, l1, tol, memory)
+
+    return Solver("lbfgs", init, step, l1)
 
 
 def two_loop(v: np.ndarray, s: tuple, y: tuple) -> np.ndarray:
@@ -78,7 +117,7 @@ def two_loop(v: np.ndarray, s: tuple, y: tuple) -> np.ndarray:
     return q
 
 
-def step(fun, st: LbfgsState, *, l1=None, tol: float, memory: int = 10, **_) -> LbfgsState:
+def _step(fun: Function, st: LbfgsState, l1, tol: float, memory: int) -> LbfgsState:
     """One L-BFGS (OWL-QN with ``l1``) iteration; converged when max |∇F| ≤ ``tol``."""
     theta, g = st.theta, st.ev.grad
     v = subgradient(theta, g, l1)

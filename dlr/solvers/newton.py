@@ -12,29 +12,64 @@ from typing import NamedTuple
 import numpy as np
 
 from dlr.linalg import dot, spd_solve
-from dlr.solvers.common import optimality, soft_threshold, total
+from dlr.solvers.common import Evaluation, Function, Solver, optimality, soft_threshold, total
 
 ARMIJO = 1e-4
 MAX_HALVINGS = 40
 
 
 class NewtonState(NamedTuple):
-    """After ``iteration`` steps: the point ``theta`` (p,), its evaluation ``ev`` (with Hessian),
-    F at every iterate, whether the optimality measure reached ``tol``, and whether the line
-    search found no decrease (F flat to rounding: going on would not help)."""
+    """Newton's method after ``iteration`` steps.
+
+    Attributes
+    ----------
+    iteration : int
+        Steps made.
+    theta : ndarray of shape (p,)
+        The current point.
+    ev : Evaluation
+        f at ``theta``, with its Hessian.
+    loss_history : tuple of float
+        F at every iterate, the start included.
+    converged : bool
+        Whether the optimality measure reached ``tol``.
+    stalled : bool
+        Whether the line search found no decrease (F flat to rounding: going on would not help).
+    """
 
     iteration: int
     theta: np.ndarray
-    ev: tuple
+    ev: Evaluation
     loss_history: tuple[float, ...]
     converged: bool
     stalled: bool = False
 
 
-def init(fun, theta0: np.ndarray, *, l1=None, tol: float, **_) -> NewtonState:
-    ev = fun(theta0, hessian=True)
-    F = total(ev, theta0, l1)
-    return NewtonState(0, theta0, ev, (F,), converged(theta0, ev, F, l1, tol))
+def newton_method(*, tol: float, l1: np.ndarray | None = None) -> Solver:
+    """Newton's method (proximal Newton with L1), built once from its hyperparameters.
+
+    Parameters
+    ----------
+    tol : float
+        Converged as :func:`converged` says.
+    l1 : ndarray of shape (p,) or None
+        L1 weight of each coordinate.
+
+    Returns
+    -------
+    Solver
+        ``init(fun, theta0) -> NewtonState`` and ``step(fun, state) -> NewtonState``.
+    """
+
+    def init(fun: Function, theta0: np.ndarray) -> NewtonState:
+        ev = fun(theta0, hessian=True)
+        F = total(ev, theta0, l1)
+        return NewtonState(0, theta0, ev, (F,), converged(theta0, ev, F, l1, tol))
+
+    def step(fun: Function, st: NewtonState) -> NewtonState:
+        return _step(fun, st, l1, tol)
+
+    return Solver("newton", init, step, l1)
 
 
 def converged(theta, ev, F: float, l1, tol: float) -> bool:
@@ -84,7 +119,7 @@ def prox_newton_direction(theta, g, H, l1, *, sweeps: int = 1000) -> np.ndarray:
     return u - theta
 
 
-def step(fun, st: NewtonState, *, l1=None, tol: float, **_) -> NewtonState:
+def _step(fun: Function, st: NewtonState, l1: np.ndarray | None, tol: float) -> NewtonState:
     """One damped (proximal) Newton step; converged as :func:`converged` says."""
     g, H, theta = st.ev.grad, st.ev.hess, st.theta
     d = -solve(H, g) if l1 is None else prox_newton_direction(theta, g, H, l1)

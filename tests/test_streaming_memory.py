@@ -1,0 +1,57 @@
+"""Streaming memory is bounded by chunk size × threads: the peak memory a streaming training
+process actually maps does not grow with the dataset."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dlr.synthetic import make_dataset
+
+N_FEATURES = 32
+CHUNK_SAMPLES = 16_384
+CHUNK_BYTES = CHUNK_SAMPLES * N_FEATURES * 4  # 2 MiB of float32 features
+MB = 2**20
+
+#: ``dlr train`` in this process, then its peak resident set (VmHWM, the high-water mark of the
+#: pages this process mapped; ru_maxrss would include the parent's, inherited across fork).
+TRAIN_AND_REPORT_PEAK = """
+import re, sys
+from dlr.cli import main
+main(sys.argv[1:], standalone_mode=False)
+status = open("/proc/self/status").read()
+print("VMHWM_KB", re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
+"""
+
+
+def peak_rss_of_streaming_training(data: str, model: str) -> int:
+    argv = ["-q", "train", data, "--model", model, "--cache-size", "0"]
+    argv += ["--solver", "gd", "--max-iter", "2", "--tol", "0"]
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_AND_REPORT_PEAK, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return int(re.search(r"VMHWM_KB (\d+)", done.stdout).group(1)) * 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_peak_memory_of_streaming_training_does_not_grow_with_the_data(tmp_path):
+    sizes = {"one chunk": 1, "3 chunks": 3, "12 chunks": 12}
+    peaks = {}
+    for name, chunks in sizes.items():
+        data = str(tmp_path / f"{chunks}.zarr")
+        samples = 2_000 if chunks == 1 else chunks * CHUNK_SAMPLES  # 1: the baseline, ~no data
+        make_dataset(data, samples, N_FEATURES, chunk_samples=CHUNK_SAMPLES, dtype="float32")
+        peaks[name] = peak_rss_of_streaming_training(data, str(tmp_path / f"model-{chunks}"))
+    report = ", ".join(f"{k}: {v / MB:.0f} MiB" for k, v in peaks.items())
+    # 18 MiB more data (9 chunks) may not cost even one chunk more
+    assert peaks["12 chunks"] - peaks["3 chunks"] < CHUNK_BYTES, report
+    # each thread holds a few chunk-sized buffers (compressed bytes, decoded chunk, float64
+    # blocks) at most: the interpreter and libraries, plus chunk size × threads × 6
+    bound = peaks["one chunk"] + 6 * CHUNK_BYTES * os.cpu_count()
+    assert peaks["12 chunks"] < bound, f"{report}; bound {bound / MB:.0f} MiB"
