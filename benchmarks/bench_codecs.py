@@ -36,7 +36,7 @@ from numcodecs import zstd
 from dlr.dataset import open_dataset
 from dlr.decode import read_block
 from dlr.engine import Engine, Labels
-from dlr.kernel import single_threaded_blas
+from dlr.linalg import single_threaded_blas
 from dlr.memory import per_thread
 from dlr.sources import from_dataset
 

@@ -57,7 +57,7 @@ from common import (  # the benchmarks directory is on sys.path when a script ru
 
 from dlr.dataset import open_dataset
 from dlr.engine import Engine, run_graph
-from dlr.kernel import single_threaded_blas
+from dlr.linalg import single_threaded_blas
 from dlr.oracle import gradients
 from dlr.sources import from_dataset
 

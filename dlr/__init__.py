@@ -1,16 +1,22 @@
-"""dlr: out-of-core logistic regression over chunked zarr arrays, computed by dask."""
+"""dlr: out-of-core logistic regression over chunked zarr arrays, computed by dask.
 
-__version__ = "0.1.0"
+``import dlr`` is light (no scikit-learn, zarr, dask.array or scipy): the estimator and
+``NotFittedError`` are loaded on first use, so ``dlr --version`` and a ``dask`` command line that
+registers ``dask dlr`` start fast.
+"""
 
-from dlr.errors import (  # noqa: E402
-    DataError,
-    DlrError,
-    InvalidParameterError,
-    ModelError,
-    NotFittedError,
-)
-from dlr.estimator import LogisticRegression, load  # noqa: E402
-from dlr.export import export_onnx  # noqa: E402
+import importlib
+
+from dlr._version import __version__ as __version__
+from dlr.errors import DataError, DlrError, InvalidParameterError, ModelError
+
+#: Public names loaded on first use, and the module that holds each.
+_LAZY = {
+    "LogisticRegression": "dlr.estimator",
+    "load": "dlr.estimator",
+    "NotFittedError": "dlr._sklearn_errors",
+    "export_onnx": "dlr.export",
+}
 
 __all__ = [
     "DataError",
@@ -22,3 +28,13 @@ __all__ = [
     "export_onnx",
     "load",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

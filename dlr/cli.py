@@ -1,6 +1,9 @@
-"""The ``dlr`` command line: make-data, train, predict, evaluate, info, demo.
+"""The ``dlr`` command line: make-data, train, predict, evaluate, info, demo, cluster.
 
 Errors a user can fix are printed as one line on stderr with exit status 1, never a traceback.
+
+The group is also ``dask dlr`` (entry point group ``dask_cli``): dask imports this module each
+time any ``dask`` command starts, so it imports only click; each command imports what it needs.
 """
 
 import functools
@@ -12,10 +15,8 @@ import warnings
 from contextlib import contextmanager
 
 import click
-import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-from dlr import __version__
+from dlr._version import __version__
 from dlr.errors import DlrError
 
 LAYOUTS = ("samples-first", "features-first")
@@ -56,6 +57,8 @@ class DlrGroup(click.Group):
         super().add_command(cmd, name)
 
     def invoke(self, ctx):
+        from sklearn.exceptions import ConvergenceWarning  # here, not at import: it takes a second
+
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
@@ -150,6 +153,22 @@ def with_scheduler(f):
     return command
 
 
+def with_arrays(*, labels: bool = True):
+    """Add ``--x`` (and, with ``labels``, ``--y``): the names of the feature and label arrays
+    in DATA, passed to the command as ``x_name`` and ``y_name``."""
+
+    def add(f):
+        if labels:
+            f = click.option(
+                "--y", "y_name", default="y", show_default=True, help="label array in DATA."
+            )(f)
+        return click.option(
+            "--x", "x_name", default="X", show_default=True, help="feature array in DATA."
+        )(f)
+
+    return add
+
+
 def with_tls(f):
     """Add the --tls-* options to a command."""
     for option in reversed(tls_options):
@@ -169,7 +188,7 @@ def _scheduler_for(scheduling: dict, data: str, storage_options: dict | None, ar
         yield client
 
 
-@click.group(cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("dlr", cls=DlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlr")
 @click.option("-q", "--quiet", is_flag=True, help="only print results and errors.")
 @click.option("-v", "--verbose", is_flag=True, help="also print what dlr chose and why.")
@@ -355,8 +374,7 @@ def _class_weight(value: str | None):
     show_default=True,
     help="decoded chunks kept in memory: auto, 0 (stream every pass), or e.g. 512MB.",
 )
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
-@click.option("--y", "y_name", default="y", show_default=True, help="label array in DATA.")
+@with_arrays()
 @click.option("--overwrite", is_flag=True, help="replace the model directory if it exists.")
 @with_scheduler
 @storage_option
@@ -468,12 +486,14 @@ def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str,
     help="zarr array for the probabilities, chunked like DATA: (m,) P(second class) for two "
     "classes, (m, K) otherwise.",
 )
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
+@with_arrays(labels=False)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
 @with_scheduler
 @storage_option
 def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option):
     """Write the model's probabilities for every sample of DATA to --out."""
+    import numpy as np
+
     from dlr import scoring
 
     options = _storage_options(storage_option)
@@ -503,13 +523,14 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("--x", "x_name", default="X", show_default=True, help="feature array in DATA.")
-@click.option("--y", "y_name", default="y", show_default=True, help="label array in DATA.")
+@with_arrays()
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON.")
 @with_scheduler
 @storage_option
 def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_option):
     """Log-loss, accuracy, ROC AUC, confusion matrix and calibration of MODEL on DATA."""
+    import numpy as np
+
     from dlr import scoring
 
     options = _storage_options(storage_option)
@@ -551,8 +572,7 @@ def export(model_path, fmt, out, overwrite, storage_option):
 
 @main.command()
 @click.argument("data")
-@click.option("--x", "x_name", default="X", show_default=True)
-@click.option("--y", "y_name", default="y", show_default=True)
+@with_arrays()
 @storage_option
 def info(data, x_name, y_name, storage_option):
     """Describe the dataset DATA: layout, shape, chunks, codecs, attributes."""

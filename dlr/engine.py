@@ -21,14 +21,8 @@ import numpy as np
 from dask.optimization import cull
 
 from dlr.errors import DataError, DlrError
-from dlr.kernel import (
-    chunk_partials,
-    chunk_summary,
-    merge_summaries,
-    partials_at_zero,
-    pin_blas_for_process,
-    single_threaded_blas,
-)
+from dlr.kernel import chunk_partials, chunk_summary, merge_summaries, partials_at_zero
+from dlr.linalg import pin_blas_for_process, single_threaded_blas
 from dlr.memory import (
     auto_budget,
     check_streaming_fits,
@@ -88,7 +82,7 @@ class Labels(NamedTuple):
 
 def run_graph(dsk: dict, keys, get=None):
     """Compute ``keys`` of ``dsk`` on the active scheduler with BLAS pinned to one thread
-    (see :func:`dlr.kernel.single_threaded_blas`)."""
+    (see :func:`dlr.linalg.single_threaded_blas`)."""
     get = get or current_get()
     client = client_of(get)
     if client is not None:

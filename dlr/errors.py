@@ -2,9 +2,10 @@
 
 Every message names what is wrong and where (file, array, chunk, sample range) so the CLI can
 print it as one line and exit non-zero without a traceback.
-"""
 
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+``NotFittedError`` (also scikit-learn's) is imported from here as well, but lives in
+:mod:`dlr._sklearn_errors`, loaded on first use: this module imports nothing.
+"""
 
 
 class DlrError(Exception):
@@ -28,5 +29,9 @@ class ModelError(DlrError, ValueError):
     """A model file is missing, damaged, or does not fit the data it is applied to."""
 
 
-class NotFittedError(DlrError, SklearnNotFittedError):
-    """A model was used before ``fit`` (also scikit-learn's NotFittedError)."""
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        from dlr._sklearn_errors import NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

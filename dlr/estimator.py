@@ -16,9 +16,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from dlr import inputs, model_io, scoring
+from dlr.chunks import ChunkContext
 from dlr.engine import Engine
 from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
-from dlr.kernel import ChunkContext, chunk_logits
+from dlr.kernel import chunk_logits
 from dlr.memory import parse_size
 from dlr.model_io import FittedModel
 from dlr.objective import Objective

@@ -1,9 +1,11 @@
 """Per-chunk kernels: one visit to a chunk yields every partial sum a pass needs.
 
-Pure NumPy: no dask, no I/O. A chunk is walked in blocks of samples small enough to stay in the
-CPU cache; each block is copied once into a float64 buffer (exact for float32 and integer data)
-and everything is computed while the block is hot, so the chunk is read from memory once,
-float32 chunks stay float32 in memory, and all arithmetic and accumulation is float64.
+Pure NumPy math: no dask, no I/O, no error reporting of its own (a chunk's values are checked
+through the :class:`dlr.chunks.ChunkContext` handed in). A chunk is walked in blocks of samples
+small enough to stay in the CPU cache; each block is copied once into a float64 buffer (exact
+for float32 and integer data) and everything is computed while the block is hot, so the chunk
+is read from memory once, float32 chunks stay float32 in memory, and all arithmetic and
+accumulation is float64.
 
 Parameters come as ``theta`` of shape (k, n + 1), one row ``[w_c | b_c]`` per linear function:
 
@@ -17,18 +19,21 @@ Samples may carry weights ``s`` (None means all ones). For a chunk, :func:`chunk
     hess = Σ s_i ∂²ℓ/∂θ² (optional)                              shape (k(n+1), k(n+1))
 
 with θ flattened row by row. Binary: ℓ = log(1 + eᶻ) − y·z and ∂²ℓ = a(1 − a)·[x, 1][x, 1]ᵀ.
+In the seed lecture's terms, over a block of samples X (n, rows): Z = wᵀX + b, A = σ(Z),
+dZ = A − Y, and the gradient sums are X·dZᵀ and ΣdZ — :func:`_binary_block` computes exactly
+these lines, in this order. :func:`dlr.oracle.binary_reference` and
+:func:`dlr.oracle.softmax_reference` state the sums without any of the blocking.
 """
 
-import threading
-from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from dlr.chunks import ChunkContext
 from dlr.errors import DataError
-from dlr.linalg import aligned, dot, matmul
-from dlr.logistic import softplus_and_sigmoid
+from dlr.linalg import aligned, dot, matmul, single_threaded_blas
 from dlr.memory import per_thread
+from dlr.numerics import sigmoid_curvature, softmax_and_log_sum_exp, softplus_and_sigmoid
 
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_SAMPLES = 64
@@ -47,8 +52,8 @@ def block_samples(n_features: int) -> int:
 
 def _blocks(x: np.ndarray, n: int, samples_first: bool):
     """Yield (start, stop, xb) over cache-sized sample blocks of a chunk, ``xb`` a float64 copy
-    (k, n) of the block's samples (a transposed view for features-first chunks), in an aligned
-    buffer reused from block to block (see :mod:`dlr.linalg` for why aligned)."""
+    (rows, n) of the block's samples (a transposed view for features-first chunks), in an
+    aligned buffer reused from block to block (see :mod:`dlr.linalg` for why aligned)."""
     m_c = x.shape[0] if samples_first else x.shape[1]
     rows = min(block_samples(n), m_c)
     shape = (rows, n) if samples_first else (n, rows)
@@ -73,41 +78,96 @@ def _workspace(rows: int, theta: np.ndarray, hessian: bool) -> "_Workspace":
     return per_thread("kernel workspace", key, lambda: _Workspace(*key)).load(theta)
 
 
+class BinaryBlock(NamedTuple):
+    """A block's views of the workspace for the binary model: each (rows,) unless noted.
+
+    Attributes
+    ----------
+    Z_column : (rows, 1)
+        Z as the matrix product writes it; ``Z`` is the same memory.
+    Z : (rows,)
+        The logits Z = wᵀX + b.
+    Y : (rows,)
+        The labels, as float64.
+    softplus : (rows,)
+        log(1 + e^Z), then (weighted) the per-sample loss.
+    A : (rows,)
+        A = σ(Z), overwritten in place by dZ = A − Y (then weighted).
+    scratch : (rows,)
+        Scratch of :func:`dlr.numerics.softplus_and_sigmoid` and the curvature.
+    curvature : (rows,)
+        a(1 − a) (then weighted), the samples' weights in the Hessian.
+    YZ : (rows,)
+        Y·Z, for the weighted loss.
+    """
+
+    Z_column: np.ndarray
+    Z: np.ndarray
+    Y: np.ndarray
+    softplus: np.ndarray
+    A: np.ndarray
+    scratch: np.ndarray
+    curvature: np.ndarray
+    YZ: np.ndarray
+
+
 class _Workspace:
-    """Aligned scratch buffers for the blocks of a chunk: (rows,) vectors, (rows, k) and
-    (rows, n) matrices, and the parameters copied out of ``theta`` (see :meth:`load`)."""
+    """Aligned scratch buffers for the blocks of a chunk, and the parameters copied out of
+    ``theta`` (see :meth:`load`).
+
+    Attributes
+    ----------
+    wT : (n, k)
+        Wᵀ, as BLAS multiplies it.
+    b : (k,)
+        The intercepts.
+    Z, P : (rows, k)
+        Logits, and softmax probabilities then residuals P − onehot(Y) (multinomial).
+    Y, YZ, softplus, A, scratch, curvature : (rows,)
+        The binary model's vectors (see :class:`BinaryBlock`); ``curvature`` also holds the
+        multinomial Hessian's per-sample weights.
+    X_dZ : (k, n)
+        X·dZᵀ of one block, before it is added to the gradient.
+    hx, hxx, hxb : (rows, n), (n, n), (n,)
+        Hessian products (only when the Hessian is asked for).
+    """
 
     def __init__(self, rows: int, shape: tuple[int, int], hessian: bool):
         k, n1 = shape
         n = n1 - 1
-        self.wt = aligned((n, k))  # Wᵀ, as BLAS multiplies it
+        self.wT = aligned((n, k))
         self.b = np.empty(k)
-        self.z = aligned((rows, k))
-        self.p = aligned((rows, k))
-        self.v1, self.v2, self.v3 = aligned((rows,)), aligned((rows,)), aligned((rows,))
-        self.sp, self.sa, self.st = aligned((rows,)), aligned((rows,)), aligned((rows,))
-        self.g = aligned((k, n))
+        self.Z = aligned((rows, k))
+        self.P = aligned((rows, k))
+        self.Y, self.YZ = aligned((rows,)), aligned((rows,))
+        self.softplus, self.A, self.scratch = aligned((rows,)), aligned((rows,)), aligned((rows,))
+        self.curvature = aligned((rows,))
+        self.X_dZ = aligned((k, n))
         self.hx = aligned((rows, n)) if hessian else None
         self.hxx = aligned((n, n)) if hessian else None
         self.hxb = aligned((n,)) if hessian else None
-        self._views: dict[int, tuple] = {}
+        self._views: dict[int, BinaryBlock] = {}
 
     def load(self, theta: np.ndarray) -> "_Workspace":
         n = theta.shape[1] - 1
-        self.wt[:] = theta[:, :n].T
+        self.wT[:] = theta[:, :n].T
         self.b[:] = theta[:, n]
         return self
 
-    def binary_views(self, rows: int) -> tuple:
-        """(z as (rows, 1), z, labels, (softplus, σ, scratch)) for a block of ``rows``: made
-        once per block length, as a chunk's blocks all have one length but the last."""
+    def binary_views(self, rows: int) -> BinaryBlock:
+        """The views for a block of ``rows`` samples: made once per block length, as a chunk's
+        blocks all have one length but the last."""
         views = self._views.get(rows)
         if views is None:
-            views = self._views[rows] = (
-                self.z[:rows],
-                self.z[:rows, 0],
-                self.v1[:rows],
-                (self.sp[:rows], self.sa[:rows], self.st[:rows]),
+            views = self._views[rows] = BinaryBlock(
+                Z_column=self.Z[:rows],
+                Z=self.Z[:rows, 0],
+                Y=self.Y[:rows],
+                softplus=self.softplus[:rows],
+                A=self.A[:rows],
+                scratch=self.scratch[:rows],
+                curvature=self.curvature[:rows],
+                YZ=self.YZ[:rows],
             )
         return views
 
@@ -153,66 +213,68 @@ def chunk_partials(
 
 
 def _binary_block(xb, yb, sb, ws: _Workspace, out):
-    """Accumulate one block of the binary model into ``out`` (see :func:`chunk_partials`)."""
+    """Accumulate one block of the binary model into ``out`` (see :func:`chunk_partials`).
+
+    ``xb`` (rows, n) float64 samples, ``yb`` (rows,) labels, ``sb`` (rows,) weights or None.
+    """
     rows, n = xb.shape
-    z2, z, y, loss_scratch = ws.binary_views(rows)
-    np.matmul(xb, ws.wt, out=z2)
-    z += ws.b[0]
-    np.copyto(y, yb, casting="unsafe")
-    loss, dz = softplus_and_sigmoid(z, loss_scratch)
-    h = None
-    if "hess" in out:  # a(1 − a), before dz = a − y overwrites a
-        h = ws.v3[:rows]
-        np.subtract(1.0, dz, out=ws.st[:rows])
-        np.multiply(dz, ws.st[:rows], out=h)
-    dz -= y
+    v = ws.binary_views(rows)
+    np.matmul(xb, ws.wT, out=v.Z_column)  # Z = wᵀX ...
+    np.add(v.Z, ws.b[0], out=v.Z)  # ... + b
+    np.copyto(v.Y, yb, casting="unsafe")
+    softplus, A = softplus_and_sigmoid(v.Z, (v.softplus, v.A, v.scratch))  # A = σ(Z)
+    hessian = "hess" in out
+    if hessian:  # a(1 − a) needs A, which dZ overwrites next
+        sigmoid_curvature(A, out=v.curvature, scratch=v.scratch)
+    dZ = np.subtract(A, v.Y, out=A)  # dZ = A − Y
     if sb is None:
-        out["loss"] += loss.sum() - np.dot(y, z)
+        out["loss"] += softplus.sum() - np.dot(v.Y, v.Z)  # Σ log(1 + e^Z) − Y·Z
     else:
-        np.multiply(y, z, out=ws.v2[:rows])
-        loss -= ws.v2[:rows]
-        loss *= sb
-        out["loss"] += loss.sum()
-        dz *= sb
-    np.matmul(dz, xb, out=ws.g[0])
-    out["grad"][0, :n] += ws.g[0]
-    out["grad"][0, n] += dz.sum()
-    if h is not None:
+        np.multiply(v.Y, v.Z, out=v.YZ)
+        softplus -= v.YZ  # ℓ = log(1 + e^Z) − Y·Z
+        softplus *= sb
+        out["loss"] += softplus.sum()  # Σ s·ℓ
+        dZ *= sb  # s·dZ
+    np.matmul(dZ, xb, out=ws.X_dZ[0])  # X·dZᵀ
+    out["grad"][0, :n] += ws.X_dZ[0]
+    out["grad"][0, n] += dZ.sum()  # ΣdZ
+    if hessian:
         if sb is not None:
-            h *= sb
-        _add_hessian_block(out["hess"], 0, 0, xb, h, ws)
+            np.multiply(v.curvature, sb, out=v.curvature)
+        _add_hessian_block(out["hess"], 0, 0, xb, v.curvature, ws)  # [X, 1]ᵀ·a(1 − a)·[X, 1]
 
 
 def _multinomial_block(xb, yb, sb, ws: _Workspace, out):
-    """Accumulate one block of the K-class softmax model into ``out``."""
+    """Accumulate one block of the K-class softmax model into ``out``.
+
+    ``xb`` (rows, n) float64 samples, ``yb`` (rows,) class indices, ``sb`` (rows,) or None.
+    """
     rows, n = xb.shape
     k = ws.b.shape[0]
     index = np.arange(rows)
     yb = np.asarray(yb, dtype=np.intp)
-    z, p = ws.z[:rows], ws.p[:rows]
-    np.matmul(xb, ws.wt, out=z)
-    z += ws.b
-    zmax = z.max(axis=1)
-    np.subtract(z, zmax[:, None], out=p)
-    np.exp(p, out=p)
-    total = p.sum(axis=1)
-    p /= total[:, None]
-    loss = zmax + np.log(total) - z[index, yb]
-    probabilities = p.copy() if "hess" in out else None
-    p[index, yb] -= 1.0  # p is now the residual P − onehot(y)
+    Z = ws.Z[:rows]
+    np.matmul(xb, ws.wT, out=Z)  # Z = WᵀX ...
+    Z += ws.b  # ... + b
+    P, lse = softmax_and_log_sum_exp(Z, out=ws.P[:rows])  # P = softmax(Z)
+    loss = lse - Z[index, yb]  # ℓ = log Σ_c e^Z_c − Z_y
+    probabilities = P.copy() if "hess" in out else None
+    dZ = P
+    dZ[index, yb] -= 1.0  # dZ = P − onehot(Y), in P's buffer
     if sb is None:
         out["loss"] += loss.sum()
     else:
         loss *= sb
         out["loss"] += loss.sum()
-        p *= sb[:, None]
-    np.matmul(p.T, xb, out=ws.g)
-    out["grad"][:, :n] += ws.g
-    out["grad"][:, n] += p.sum(axis=0)
+        dZ *= sb[:, None]
+    np.matmul(dZ.T, xb, out=ws.X_dZ)  # X·dZᵀ
+    out["grad"][:, :n] += ws.X_dZ
+    out["grad"][:, n] += dZ.sum(axis=0)  # ΣdZ
     if probabilities is not None:
-        h = ws.v3[:rows]
+        h = ws.curvature[:rows]
         for c in range(k):
             for d in range(c, k):
+                # the samples' weights in block (c, d): P_c(δ_cd − P_d)
                 np.multiply(probabilities[:, c], (c == d) - probabilities[:, d], out=h)
                 if sb is not None:
                     h *= sb
@@ -220,7 +282,10 @@ def _multinomial_block(xb, yb, sb, ws: _Workspace, out):
 
 
 def _add_hessian_block(hess, c, d, xb, h, ws: _Workspace):
-    """hess[c, d] block += [xb, 1]ᵀ·diag(h)·[xb, 1] (upper triangle of blocks only)."""
+    """hess[c, d] block += [xb, 1]ᵀ·diag(h)·[xb, 1] (upper triangle of blocks only).
+
+    ``xb`` (rows, n), ``h`` (rows,) per-sample curvature, ``hess`` (k(n+1), k(n+1)).
+    """
     rows, n = xb.shape
     n1 = n + 1
     rc, rd = c * n1, d * n1
@@ -246,7 +311,7 @@ def _symmetrize(hess, k, n1):
 def chunk_logits(x: np.ndarray, theta: np.ndarray, *, samples_first: bool, check=None):
     """Logits of a chunk's samples: (m_c,) for k = 1, else (m_c, k); float64.
 
-    Features are validated first when ``check`` (a :class:`ChunkContext`) is given.
+    Features are validated first when ``check`` (a :class:`dlr.chunks.ChunkContext`) is given.
     """
     k, n1 = theta.shape
     m_c = x.shape[0] if samples_first else x.shape[1]
@@ -257,8 +322,8 @@ def chunk_logits(x: np.ndarray, theta: np.ndarray, *, samples_first: bool, check
         for b0, b1, xb in _blocks(x, n1 - 1, samples_first):
             if check is not None:
                 check.features(xb, b0)
-            np.matmul(xb, ws.wt, out=ws.z[: b1 - b0])
-            np.add(ws.z[: b1 - b0], ws.b, out=z[b0:b1])
+            np.matmul(xb, ws.wT, out=ws.Z[: b1 - b0])
+            np.add(ws.Z[: b1 - b0], ws.b, out=z[b0:b1])
     return z[:, 0] if k == 1 else z
 
 
@@ -348,8 +413,9 @@ def chunk_summary(
 
 
 def _distinct(y: np.ndarray):
-    """``np.unique(y, return_inverse=True, return_counts=True)``; by counting (ten times
-    faster than sorting) when ``y`` holds small non-negative integers, as class labels do."""
+    """``np.unique(y, return_inverse=True, return_counts=True)``; by counting (faster than
+    sorting, see benchmarks/README.md) when ``y`` holds small non-negative integers, as class
+    labels do."""
     if y.dtype == np.bool_:
         y = y.view(np.uint8)
     if y.dtype.kind in "iu" and y.size and 0 <= y.min() and y.max() < 1 << 16:
@@ -432,95 +498,3 @@ def partials_at_zero(summary: dict, targets: np.ndarray, weights: np.ndarray | N
         "loss": np.array(loss * dot(c, summary["weights"])),
         "grad": matmul((residual * c[:, None]).T, totals),
     }
-
-
-class ChunkContext:
-    """Where a chunk comes from, so that a bad value can be reported precisely."""
-
-    def __init__(self, origin: str, chunk: int, start: int, stop: int):
-        self.origin, self.chunk, self.start, self.stop = origin, chunk, start, stop
-
-    def where(self) -> str:
-        return f"{self.origin}, chunk {self.chunk} (samples {self.start}–{self.stop - 1})"
-
-    def _first(self, ok: np.ndarray, offset: int = 0) -> int:
-        return self.start + offset + int(np.argmin(ok))
-
-    def features(self, xb: np.ndarray, offset: int) -> None:
-        """Raise if block ``xb`` (k, n), starting at sample ``offset`` of the chunk, has NaN/inf."""
-        finite = np.isfinite(xb).all(axis=1)
-        if not finite.all():
-            first = self._first(finite, offset)
-            raise DataError(f"X holds NaN or inf in {self.where()}: first at sample {first}")
-
-    def labels(self, y: np.ndarray) -> None:
-        """Raise unless every label is a finite integer."""
-        if y.dtype.kind == "f":
-            finite = np.isfinite(y)
-            if not finite.all():
-                raise DataError(
-                    f"y holds NaN or inf in {self.where()}: first at sample {self._first(finite)}"
-                )
-            integral = y == np.round(y)
-            if not integral.all():
-                i = int(np.argmin(integral))
-                raise DataError(
-                    f"y must hold integer class labels (not a continuous target), but "
-                    f"{self.where()} has {y[i]:g} at sample {self.start + i}"
-                )
-
-    def weights(self, s: np.ndarray) -> None:
-        """Raise unless every sample weight is finite and ≥ 0."""
-        ok = np.isfinite(s) & (s >= 0)
-        if not ok.all():
-            i = int(np.argmin(ok))
-            raise DataError(
-                f"sample weights must be finite and ≥ 0, but {self.where()} has {s[i]:g} "
-                f"at sample {self.start + i}"
-            )
-
-
-_process_limit = None
-
-
-def pin_blas_for_process() -> None:
-    """Pin BLAS to one thread for the rest of this process (dask workers: run from their main
-    thread through ``Client.run`` before any dlr task)."""
-    global _process_limit
-    if _process_limit is None:
-        _process_limit = ThreadpoolController().limit(limits=1, user_api="blas")
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limit = None
-_blas_controller = None
-
-
-@contextmanager
-def single_threaded_blas():
-    """Pin BLAS to one thread while any kernel in this process runs.
-
-    A multi-threaded gemv may split and re-associate sums, so results would depend on the BLAS
-    thread count. The limit is process-wide in BLAS libraries, hence the reference count: it is set
-    when the first user enters and lifted when the last one leaves, never under a running kernel.
-
-    OpenBLAS ignores a limit set from a thread other than the main one once the main thread has
-    changed it, so the engine enters this from the thread that runs the scheduler, around every
-    pass; kernels on the scheduler's worker threads then find it held.
-    """
-    global _blas_users, _blas_limit, _blas_controller
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_controller is None:
-                _blas_controller = ThreadpoolController()
-            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None

@@ -207,7 +207,7 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
                 value = np.array([value], dtype=ONE_NUMBER[name])
             values[name] = np.array(value) if isinstance(value, list) else value
     fitted = FittedModel(**values)
-    params = serial.from_plain(meta.get("params", {}))
+    params = {k: _legacy_float(v) for k, v in serial.from_plain(meta.get("params", {})).items()}
     class_weight = serial.from_plain(meta.get("class_weight"))
     if isinstance(class_weight, dict):
         class_weight = {_label(k): v for k, v in class_weight.items()}
@@ -220,6 +220,12 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
             f"{fitted.intercept_.shape}, n_features_in {n}"
         )
     return params, fitted
+
+
+def _legacy_float(value):
+    """Models written before floats were encoded exactly stored infinite hyperparameters (C)
+    as the strings "inf" and "-inf"; no string hyperparameter takes those values."""
+    return float(value) if value in ("inf", "-inf") else value
 
 
 def _label(key: str):

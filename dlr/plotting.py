@@ -2,6 +2,7 @@
 
 import os
 
+from dlr._version import DISTRIBUTION
 from dlr.atomic import staged
 from dlr.errors import DlrError
 
@@ -11,7 +12,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise DlrError("--plot needs matplotlib: pip install 'dlr[plot]'") from None
+        raise DlrError(f"--plot needs matplotlib: pip install '{DISTRIBUTION}[plot]'") from None
 
 
 def plot_loss(model, path: str) -> None:

@@ -19,7 +19,7 @@ from dlr.atomic import staged_url
 from dlr.engine import run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
-from dlr.logistic import log_loss, sigmoid
+from dlr.numerics import cross_entropy, sigmoid, softmax
 from dlr.sources import Source
 
 #: Bins of the reliability table (calibration summary) over predicted probability.
@@ -31,17 +31,7 @@ def probabilities(z: np.ndarray) -> np.ndarray:
     if z.ndim == 1:
         p = sigmoid(z)
         return np.stack([1.0 - p, p], axis=1)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def cross_entropy(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per-sample loss at logits z for class indices ``targets`` (0/1 for binary)."""
-    if z.ndim == 1:
-        return log_loss(z, targets.astype(np.float64))
-    zmax = z.max(axis=1)
-    lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
-    return lse - z[np.arange(len(z)), targets]
+    return softmax(z)
 
 
 def _logits_task(x, theta, samples_first, context):

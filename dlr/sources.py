@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 from sklearn.exceptions import DataConversionWarning
 
+from dlr.chunks import ChunkContext
 from dlr.dataset import (
     Dataset,
     check_dtype,
@@ -26,7 +27,6 @@ from dlr.dataset import (
 )
 from dlr.decode import DirectDecoder, read_block
 from dlr.errors import DataError, DataTypeError
-from dlr.kernel import ChunkContext
 
 #: Samples per chunk for in-memory NumPy input: about this many bytes of features.
 IN_MEMORY_CHUNK_BYTES = 32 << 20

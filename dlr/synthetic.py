@@ -6,7 +6,7 @@ import zarr
 from dlr.atomic import staged_url
 from dlr.dataset import create_arrays
 from dlr.errors import DlrError
-from dlr.logistic import sigmoid
+from dlr.numerics import sigmoid
 
 
 def true_weights(n_features: int, seed: int) -> tuple[np.ndarray, float]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from dlr.checkpoint import CheckpointStore, check_compatible
 from dlr.errors import DlrError
-from dlr.kernel import single_threaded_blas
+from dlr.linalg import single_threaded_blas
 from dlr.objective import Objective
 from dlr.pause import pause_point
 from dlr.progress import ProgressReporter

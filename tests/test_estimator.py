@@ -1,6 +1,7 @@
 """The Python API: any array kind in, scikit-learn-shaped attributes and predictions out."""
 
 import io
+import json
 import logging
 
 import dask.array as da
@@ -109,6 +110,16 @@ def test_save_and_load_round_trip_exactly(data, tmp_path):
     assert loaded.n_iter_ == model.n_iter_
     assert loaded.data_fingerprint_["shape"] == [300, 4]
     assert sorted(p.name for p in models.iterdir()) == ["model"]  # no temporary left behind
+
+
+def test_a_model_saved_before_exact_floats_loads_its_infinite_c_as_a_number(data, tmp_path):
+    path, *_ = data
+    target = tmp_path / "model"
+    dlr.LogisticRegression(C=np.inf, max_iter=2, tol=0).fit(path).save(str(target))
+    meta = json.loads((target / "model.json").read_text())
+    meta["params"]["C"] = "inf"  # how models were written before {"float": "inf"}
+    (target / "model.json").write_text(json.dumps(meta))
+    assert dlr.load(str(target)).C == np.inf
 
 
 def test_saving_over_an_existing_model_replaces_it_whole(data, tmp_path):

@@ -8,15 +8,16 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 
 from dlr import kernel, oracle
+from dlr.chunks import ChunkContext
 from dlr.errors import DataError
 from dlr.kernel import (
-    ChunkContext,
     chunk_logits,
     chunk_partials,
     chunk_summary,
     merge_summaries,
     partials_at_zero,
 )
+from dlr.oracle import augmented, binary_reference, softmax_reference
 from tests.conftest import assert_matches
 
 N, M = 6, 500
@@ -47,35 +48,6 @@ def block(request, monkeypatch):
 
 def stored(X, samples_first):
     return np.ascontiguousarray(X if samples_first else X.T)
-
-
-def augmented(X):
-    return np.column_stack([X, np.ones(len(X))])
-
-
-def binary_reference(X, y, s, theta):
-    """Σ s·loss, Σ s·(a − y)·[x, 1] and Σ s·a(1 − a)·[x, 1][x, 1]ᵀ, straight from the equations."""
-    A = augmented(X)
-    z = A @ theta[0]
-    a = 1 / (1 + np.exp(-z))
-    loss = np.logaddexp(0, z) - y * z
-    return s @ loss, ((s * (a - y)) @ A)[None, :], A.T @ (A * (s * a * (1 - a))[:, None])
-
-
-def softmax_reference(X, t, s, theta):
-    A = augmented(X)
-    Z = A @ theta.T
-    P = np.exp(Z - Z.max(axis=1, keepdims=True))
-    P /= P.sum(axis=1, keepdims=True)
-    onehot = np.eye(theta.shape[0])[t]
-    loss = -np.log(P[np.arange(len(t)), t])
-    k, n1 = theta.shape
-    H = np.zeros((k * n1, k * n1))
-    for c in range(k):
-        for d in range(k):
-            h = s * P[:, c] * ((c == d) - P[:, d])
-            H[c * n1 : (c + 1) * n1, d * n1 : (d + 1) * n1] = A.T @ (A * h[:, None])
-    return s @ loss, (s[:, None] * (P - onehot)).T @ A, H
 
 
 def test_binary_partials_equal_the_oracle_sums(data, samples_first, block):
@@ -284,7 +256,7 @@ def test_the_first_pass_gives_loss_and_gradient_at_zero_without_another(
 
 BLAS_CHECK = """
 from threadpoolctl import threadpool_info
-from dlr.kernel import single_threaded_blas
+from dlr.linalg import single_threaded_blas
 
 def blas_threads():
     return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from dlr.logistic import log_loss, sigmoid, softplus, softplus_and_sigmoid
+from dlr.numerics import (
+    cross_entropy,
+    log_loss,
+    log_sum_exp,
+    sigmoid,
+    sigmoid_curvature,
+    softmax,
+    softplus,
+    softplus_and_sigmoid,
+)
 
 EXTREMES = np.array(
     [-1e300, -1e9, -1e4, -745.0, -40.0, -1.0, 0.0, 1.0, 40.0, 745.0, 1e4, 1e9, 1e300]
@@ -46,3 +55,31 @@ def test_fused_kernel_primitive_equals_the_separate_ones():
     sp, a = softplus_and_sigmoid(z)
     np.testing.assert_array_equal(sp, softplus(z))
     np.testing.assert_array_equal(a, sigmoid(z))
+
+
+def test_sigmoid_curvature_is_a_times_one_minus_a():
+    a = sigmoid(EXTREMES)
+    out, scratch = np.empty_like(a), np.empty_like(a)
+    np.testing.assert_array_equal(sigmoid_curvature(a, out, scratch), a * (1 - a))
+
+
+def test_softmax_and_log_sum_exp_stay_finite_at_extreme_logits():
+    z = np.stack([EXTREMES, -EXTREMES, np.zeros_like(EXTREMES)], axis=1)  # (13, 3)
+    p, lse = softmax(z), log_sum_exp(z)
+    assert np.all(np.isfinite(p)) and np.all(np.isfinite(lse))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-15)
+    np.testing.assert_array_equal(lse[[0, -1]], [1e300, 1e300])  # max(z) dominates
+    loss = cross_entropy(z, np.zeros(len(z), dtype=np.intp))
+    assert np.all(np.isfinite(loss)) and np.all(loss >= 0)
+    assert loss[0] == 2e300 and loss[-1] == 0.0  # wrong by 2e300 / right by far
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+def test_softmax_and_log_sum_exp_equal_the_textbook_forms_where_those_are_exact(scale):
+    z = np.random.default_rng(0).standard_normal((50, 4)) * scale
+    e = np.exp(z)
+    np.testing.assert_allclose(softmax(z), e / e.sum(axis=1, keepdims=True), rtol=1e-13)
+    np.testing.assert_allclose(log_sum_exp(z), np.log(e.sum(axis=1)), rtol=1e-13)
+    t = np.arange(50) % 4
+    textbook = np.log(e.sum(axis=1)) - z[np.arange(50), t]
+    np.testing.assert_allclose(cross_entropy(z, t), textbook, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,116 @@
+"""Numerically stable primitives of the logistic and softmax models: the one home of σ, softplus,
+softmax, log-sum-exp and cross-entropy, shared by the oracle, the per-chunk kernels and scoring.
+
+The textbook forms overflow: ``1 / (1 + exp(-z))`` warns for z < -709, ``log(sigmoid(z))`` is
+log(0) = -inf once σ underflows, and ``exp(z) / Σ exp(z)`` is inf / inf for logits above 709.
+The sigmoid forms are rewritten through ``t = exp(-|z|)``, which lies in (0, 1] for every finite z,
+and the softmax forms through ``z − max(z)``, which is ≤ 0: nothing overflows, no log(0) is taken,
+and every value is finite for logits as large as ±1e300.
+
+    sigmoid(z)         = 1 / (1 + t)  if z >= 0,   t / (1 + t)  otherwise
+    log(1 + exp(z))    = max(z, 0) + log1p(t)
+    loss(z, y)         = log(1 + exp(z)) - y·z      (= -y·log σ(z) - (1 - y)·log(1 - σ(z)))
+    log Σ_c exp(z_c)   = max(z) + log Σ_c exp(z_c − max(z))
+    softmax(z)_c       = exp(z_c − max(z)) / Σ_d exp(z_d − max(z))
+    loss(z, t)         = log Σ_c exp(z_c) − z_t      (multinomial, class index t)
+"""
+
+import numpy as np
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """σ(z) for any finite z, without overflow. Same shape as ``z``."""
+    t = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, t) / (1.0 + t)
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    """log(1 + exp(z)) for any finite z, without overflow. Same shape as ``z``."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """(log(1 + exp(z)), σ(z)) for the per-chunk kernel's hot loop: ten in-place operations.
+
+    With m = max(z, 0) and t = exp(−|z|): softplus = m + log1p(t), and σ(z) = exp(z − m)/(1 + t),
+    exp(z − m) being 1 for z ≥ 0 and exactly t otherwise (the same exp of the same number), so
+    the result equals :func:`softplus` and :func:`sigmoid` bit for bit.
+
+    Parameters
+    ----------
+    z : (m,) float64 logits
+    out : optional (softplus, sigmoid, scratch) arrays shaped like ``z`` to compute into,
+        allocation-free; the first two are returned.
+    """
+    sp, a, t = out if out is not None else (np.empty_like(z), np.empty_like(z), np.empty_like(z))
+    np.abs(z, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    np.maximum(z, 0.0, out=a)
+    np.log1p(t, out=sp)
+    sp += a
+    np.subtract(z, a, out=a)
+    np.exp(a, out=a)
+    t += 1.0
+    a /= t
+    return sp, a
+
+
+def sigmoid_curvature(a: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """σ'(z) = a(1 − a) from a = σ(z): the weight of each sample in the binary Hessian.
+
+    ``a``, ``out`` and ``scratch`` are (m,) float64 arrays; ``out`` is returned.
+    """
+    np.subtract(1.0, a, out=scratch)
+    return np.multiply(a, scratch, out=out)
+
+
+def log_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy of labels ``y`` in {0, 1} at logits ``z`` (broadcast shapes)."""
+    return softplus(z) - y * z
+
+
+def softmax_and_log_sum_exp(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax(z), log Σ_c exp(z_c)) of each row of logits ``z`` (m, K), from one exp.
+
+    Both are computed from ``exp(z − max(z))``, whose largest entry per row is exactly 1, so the
+    row sums lie in [1, K]: no overflow, and the log is never taken of 0.
+
+    Parameters
+    ----------
+    z : (m, K) float64 logits
+    out : optional (m, K) float64 array for the probabilities (allocation-free)
+
+    Returns
+    -------
+    P : (m, K) probabilities, rows summing to 1 (``out`` if given)
+    lse : (m,) log-sum-exp of each row
+    """
+    p = np.empty_like(z) if out is None else out
+    zmax = z.max(axis=1)
+    np.subtract(z, zmax[:, None], out=p)
+    np.exp(p, out=p)
+    total = p.sum(axis=1)
+    p /= total[:, None]
+    return p, zmax + np.log(total)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Probabilities (m, K) of each row of logits ``z`` (m, K), finite for any finite logits."""
+    return softmax_and_log_sum_exp(z)[0]
+
+
+def log_sum_exp(z: np.ndarray) -> np.ndarray:
+    """log Σ_c exp(z_c) (m,) of each row of logits ``z`` (m, K), finite for any finite logits."""
+    return softmax_and_log_sum_exp(z)[1]
+
+
+def cross_entropy(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-sample loss (m,) at logits ``z`` for class indices ``targets`` (m,).
+
+    ``z`` is (m,) for a binary model (``targets`` 0/1: :func:`log_loss`) or (m, K) for a
+    multinomial one (log Σ_c exp(z_c) − z_t).
+    """
+    if z.ndim == 1:
+        return log_loss(z, targets.astype(np.float64))
+    return log_sum_exp(z) - z[np.arange(len(z)), targets]
