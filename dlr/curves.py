@@ -12,7 +12,7 @@ import numpy as np
 
 from dlr.engine import run_graph
 from dlr.kernel import chunk_logits
-from dlr.logistic import sigmoid
+from dlr.numerics import sigmoid
 from dlr.sources import Source
 
 BINS = 200

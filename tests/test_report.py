@@ -11,7 +11,7 @@ from dlr.curves import roc_points, score_histograms
 from dlr.dataset import open_dataset
 from dlr.estimator import LogisticRegression
 from dlr.gate import decide, parse_gate
-from dlr.logistic import sigmoid
+from dlr.numerics import sigmoid
 from dlr.report import summary, write_report
 from dlr.sources import from_dataset
 from tests.conftest import load_arrays
