@@ -666,6 +666,16 @@ def cluster(
     click.echo(f"cluster stopped ({stopped_by})")
 
 
+def run_command(args: list[str]) -> int:
+    """Run ``dlr ARGS`` in this process and return its exit status (for adapters such as the
+    Prefect flow in pipelines/): 0, a command's own status (``dlr retrain``: 3, 4, 5), or 1
+    for an error, which has been printed as one line."""
+    try:
+        return main.main(list(args), prog_name="dlr", standalone_mode=False) or 0
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
 from dlr.cli_registry import ingest, registry  # noqa: E402 (it uses the options above)
 from dlr.cli_retrain import demo_retrain, retrain  # noqa: E402 (reuses the options above)
 

@@ -214,17 +214,6 @@ def retrain(
     click.get_current_context().exit(outcome.exit_code)
 
 
-def run_cli(args: list[str]) -> int:
-    """Run ``dlr retrain ARGS`` in this process and return its exit status (for adapters such
-    as the Prefect flow in pipelines/)."""
-    from dlr.cli import main
-
-    try:
-        return main.main(["retrain", *args], prog_name="dlr", standalone_mode=False) or 0
-    except SystemExit as e:  # dlr's one-line errors exit 1
-        return int(e.code or 0)
-
-
 @click.command("demo-retrain")
 @click.option("--dir", "directory", default=None, help="keep the registry here (default: temp).")
 @click.option("--rows", type=click.IntRange(min=100), default=20_000, show_default=True)

@@ -1,4 +1,7 @@
-"""Nightly retraining as a Prefect flow with a cron deployment (``pip install 'dlr[prefect]'``).
+"""Nightly retraining as a Prefect flow with a cron deployment.
+
+Needs the ``prefect`` extra (``pip install -e '.[prefect]'`` in a checkout,
+``pip install 'dlr-logistic[prefect]'`` from an index).
 
     python pipelines/prefect_flow.py      # serves the deployment "nightly": 02:00 UTC every day
 
@@ -11,14 +14,14 @@ logic is in ``dlr``; this file only maps the run key and the exit status.
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from dlr.cli_retrain import run_cli
+from dlr.cli import run_command
 from dlr.retrain import ERROR, parse_period, run_key_for
 
 
 @task(retries=2, retry_delay_seconds=60)
 def retrain_task(args: list[str], run_key: str) -> int:
     """``dlr retrain ARGS --run-key RUN_KEY``; an error raises, so Prefect retries it."""
-    code = run_cli([*args, "--run-key", run_key])
+    code = run_command(["retrain", *args, "--run-key", run_key])
     if code == ERROR:
         raise RuntimeError(f"dlr retrain failed (run key {run_key}); a retry resumes the run")
     return code  # 0 promoted, 3 rejected, 4 nothing new, 5 another run holds the lock
