@@ -279,21 +279,13 @@ class _Run:
         new = [s for s in spans if s.id in new_ids]
         old = [s for s in spans if s.id not in new_ids]
         champion_v = record["champion"]
-        champion = load(reg.model_url(champion_v), reg.storage_options) if champion_v else None
+        champion = self._champion(record)
         started = time.perf_counter()
-        model = LogisticRegression(**cfg.params)
         self.echo(
             f"training on {len(spans)} span(s), {len(new)} new, "
             + (f"warm-started from version {champion_v}" if champion else "from zero")
         )
-        model.fit(
-            training_source(reg, spans),
-            init=champion,
-            checkpoint=reg.checkpoint_url(self.run_key),
-            resume=True,
-            storage_options=reg.storage_options,
-            **cfg.fit_options,
-        )
+        model = self._fit(spans, champion)
         self._timed("train", started)
         self.model = model
         started = time.perf_counter()
@@ -409,10 +401,17 @@ class _Run:
     def _trained_model(self, record: dict) -> LogisticRegression:
         """The candidate of a run that crashed after stage 2, rebuilt from its checkpoint (the
         fit of stage 2 ended by saving its final state, so the weights are the same bits)."""
-        spans = self._spans(record["spans"]["trained"])
-        champion_v = record["champion"]
+        return self._fit(self._spans(record["spans"]["trained"]), self._champion(record))
+
+    def _champion(self, record: dict) -> LogisticRegression | None:
+        """The champion the run started from (None on the first run)."""
+        version, reg = record["champion"], self.registry
+        return load(reg.model_url(version), reg.storage_options) if version else None
+
+    def _fit(self, spans, champion: LogisticRegression | None) -> LogisticRegression:
+        """The candidate: warm-started from ``champion``, checkpointed under the run, so a rerun
+        resumes it and a fit that had finished comes back from its final checkpoint."""
         reg = self.registry
-        champion = load(reg.model_url(champion_v), reg.storage_options) if champion_v else None
         model = LogisticRegression(**self.config.params)
         model.fit(
             training_source(reg, spans),
