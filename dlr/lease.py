@@ -3,9 +3,12 @@
     {"owner": "host:pid ...", "run_key": "...", "token": "<uuid>", "acquired": <epoch s>,
      "expires": <epoch s>}
 
-- **Acquire** is an exclusive create: ``link(2)`` of a complete temporary file locally (fails if
-  the name exists, as ``O_EXCL`` does, and works on NFS), a conditional PUT with
-  ``If-None-Match: *`` on S3. Of any number of racing processes exactly one creates it.
+- **Acquire** is an exclusive create (:meth:`dlr.regstore.Store.create`). Locally it is
+  ``link(2)`` of a complete, fsynced temporary file, not ``open(O_CREAT | O_EXCL)``: the same
+  exclusivity (it fails if the name exists), but the lease appears whole, so a reader never
+  finds it empty or half-written; and it is the exclusive-create idiom open(2) gives for NFS.
+  On S3 it is a conditional PUT with ``If-None-Match: *``. Of any number of racing processes
+  exactly one creates it.
 - **Renewal** rewrites the lease with a later expiry while the run lives, from a daemon thread
   every ``ttl/3`` seconds: on S3 a PUT with ``If-Match`` on the ETag of the holder's last write
   (so it fails if anyone else wrote since); locally the holder checks that the token is still its

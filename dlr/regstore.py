@@ -2,9 +2,18 @@
 
 Every write publishes a complete object at once: locally a temporary file is fsynced and renamed
 (or, for an exclusive create, hard-linked) into place; on object storage one PUT is atomic.
-Exclusive creates and compare-and-swap replaces are ``link(2)`` locally (it fails if the name
-exists, like ``O_EXCL``, and publishes the whole file at once) and S3 conditional writes
-(``If-None-Match: *`` / ``If-Match: <ETag>``) on object storage.
+
+- **Exclusive create** (:meth:`Store.create`). Locally: ``link(2)`` of the complete, fsynced
+  temporary file to the name. It fails with ``EEXIST`` if the name exists — the exclusivity of
+  ``open(O_CREAT | O_EXCL)`` — and, unlike ``O_EXCL`` followed by a write, no reader ever sees
+  the file empty or half-written. It is also the idiom open(2) gives for NFS, where ``O_EXCL``
+  was unreliable (NFSv2, Linux before 2.6); as open(2) advises, a link reported as failed is
+  checked with the temporary file's link count, since a retransmitted NFS request can report
+  ``EEXIST`` for a link it made. It needs a filesystem with hard links (local ones, NFS). On S3:
+  a PUT with ``If-None-Match: *``.
+- **Compare-and-swap** (:meth:`Store.swap`). On S3: a PUT with ``If-Match: <ETag>``. Locally a
+  rename cannot be conditional: it replaces unconditionally, and the registry's lease
+  (:mod:`dlr.lease`) is what keeps a second writer out.
 """
 
 import os
@@ -116,7 +125,8 @@ class Store:
             try:
                 os.link(tmp, target)
             except FileExistsError:
-                raise Conflict(key) from None
+                if os.stat(tmp).st_nlink != 2:  # 2: a retried NFS link that did link
+                    raise Conflict(key) from None
             finally:
                 os.remove(tmp)
             fsync_dir(os.path.dirname(target))
