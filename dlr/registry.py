@@ -5,7 +5,8 @@
     REG/spans/<id>/            a span's train rows: a dlr dataset (X, y[, w]), written once
     REG/holdout/<id>/          the span's fresh-holdout rows, same format
     REG/versions/<n>/          immutable version n: a model directory plus lineage.json
-    REG/aliases/<name>.json    {"alias", "version", "previous", "moved_at", "run", "reason", ...}
+    REG/aliases/<name>.json    {"alias", "version", "previous", "moved_at", "run", "by", "reason",
+                                "event"}: the pointer, naming the history event of its move
     REG/history/<time>-<id>.json   one immutable file per event (alias move, exclude, pin, ...)
     REG/lease.json             the lease of the run that may change the registry (dlr.lease)
     REG/runs/<run_key>/        per-run state: run.json, checkpoints/
@@ -15,17 +16,21 @@ every version directory is complete before it is visible (locally renamed into p
 storage ``model.json`` is written last). An alias is one small pointer file, so a reader
 resolving ``REG@champion`` gets the old version or the new one, never a mix. Writers serialize
 through the lease (:mod:`dlr.lease`); alias moves are also compare-and-swap against the version
-the caller expects (``If-Match`` on S3).
+the caller expects (``If-Match`` on S3), and so are rewrites of spans.json on object storage.
+The pointer write is the move and records its history event itself; the event's file follows
+(:meth:`Registry.move_alias`), so the history never claims a move that did not happen.
 """
 
 import getpass
 import json
+import os
 import re
 import socket
 import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from dlr.atomic import fsync_dir, fsync_tree, remove
 from dlr.errors import DlrError, ModelError
 from dlr.pause import pause_point
 from dlr.regstore import Conflict, Store
@@ -110,8 +115,9 @@ class Registry:
     # metadata ----------------------------------------------------------------------------------
     def _read_json(self, key: str):
         raw = self.store.read(key)
-        if raw is None:
-            return None
+        return None if raw is None else self._parse(raw, key)
+
+    def _parse(self, raw: bytes, key: str):
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -163,9 +169,33 @@ class Registry:
         doc = self._read_json("spans.json")
         return [] if doc is None else doc["spans"]
 
-    def write_span_entries(self, entries: list[dict]) -> None:
-        """Rewrite spans.json atomically: the commit point of ingest, exclude and include."""
-        self.store.write("spans.json", _dumps({"spans": entries}))
+    def update_span_entries(self, change) -> list[dict]:
+        """Rewrite spans.json — the commit point of ingest, exclude, include and gc — with
+        ``change(entries)``: the new list of entries, or None for no change. Returns the
+        entries now committed.
+
+        The caller holds the lease, which serializes writers. On object storage the rewrite is
+        also a compare-and-swap (``If-Match`` on the ETag it read, ``If-None-Match`` for the
+        first): if another writer committed in between (one whose lease expired mid-commit),
+        ``change`` is applied again to what that writer committed, so no span is lost. A local
+        rename cannot be conditional; there the lease alone serializes the commits.
+        """
+        while True:
+            raw, tag = self.store.read_tagged("spans.json")
+            entries = [] if raw is None else self._parse(raw, "spans.json")["spans"]
+            new = change([dict(e) for e in entries])
+            if new is None:
+                return entries
+            pause_point("spans-commit")  # tests: between the read and the conditional write
+            data = _dumps({"spans": new})
+            try:
+                if raw is None:
+                    self.store.create("spans.json", data)
+                else:
+                    self.store.swap("spans.json", data, tag)
+                return new
+            except Conflict:
+                continue  # another writer committed meanwhile: apply the change to its list
 
     def spans(self, include_excluded: bool = False) -> list[SpanInfo]:
         """The committed spans in commit order (without excluded ones unless asked)."""
@@ -214,13 +244,16 @@ class Registry:
         entry = self.find_span(span_id)
         if entry.get("collected"):
             raise DlrError(f"span {entry['id']} was removed by gc; ingest it again instead")
-        entries = self.span_entries()
-        for e in entries:
-            if e["id"] == entry["id"]:
-                e["excluded"], e["reason"] = excluded, reason if excluded else None
+
+        def change(entries: list[dict]) -> list[dict]:
+            for e in entries:
+                if e["id"] == entry["id"]:
+                    e["excluded"], e["reason"] = excluded, reason if excluded else None
+            return entries
+
         event = "exclude" if excluded else "include"
         self.append_history({"event": event, "span": entry["id"], "by": by, "reason": reason})
-        self.write_span_entries(entries)
+        self.update_span_entries(change)
 
     # versions ----------------------------------------------------------------------------------
     def _version_numbers(self) -> list[int]:
@@ -256,46 +289,60 @@ class Registry:
 
         The version appears complete or not at all: locally the directory is written under a
         temporary name and renamed into place (a rename never replaces a complete version); on
-        object storage lineage.json is created exclusively first, ``model.json`` last.
+        object storage lineage.json is created exclusively first, ``model.json`` last. A write
+        that fails (a full disk) is a :class:`DlrError` naming the version's path, and leaves
+        no trace of the version.
         """
-        import os
-
-        from dlr.atomic import fsync_tree, remove
-
         n = (self._version_numbers() or [0])[-1] + 1
         while True:
-            doc = {"version": n, "created_at": now_iso(), **lineage}
             key = f"versions/{n}"
-            if self.store.local:
-                target = self.store.path(key)
-                tmp = self.store.path(self.store.temp_key("versions"))
-                try:
-                    model.save(tmp, overwrite=False)
-                    with open(os.path.join(tmp, "lineage.json"), "wb") as f:
-                        f.write(_dumps(doc))
-                    fsync_tree(tmp)
-                    try:
-                        os.rename(tmp, target)
-                    except OSError:
-                        if not os.path.exists(target):
-                            raise
-                        n += 1  # taken meanwhile: try the next number
-                        continue
-                    from dlr.atomic import fsync_dir
-
-                    fsync_dir(os.path.dirname(target))
-                finally:
-                    remove(tmp)
-                return n
             try:
-                self.store.create(f"{key}/lineage.json", _dumps(doc))
-            except Conflict:
-                n += 1
-                continue
+                if self._write_version(
+                    model, key, {"version": n, "created_at": now_iso(), **lineage}
+                ):
+                    return n
+            except OSError as e:
+                raise DlrError(
+                    f"cannot write version {n} to '{self.store.url_of(key)}': "
+                    f"{e.strerror or e}; nothing was registered"
+                ) from None
+            n += 1  # the number was taken meanwhile: try the next one
+
+    def _write_version(self, model, key: str, doc: dict) -> bool:
+        """Write version ``key`` whole; False if another writer took that number first."""
+        if self.store.local:
+            target = self.store.path(key)
+            tmp = self.store.path(self.store.temp_key("versions"))
+            try:
+                model.save(tmp, overwrite=False)
+                with open(os.path.join(tmp, "lineage.json"), "wb") as f:
+                    f.write(_dumps(doc))
+                fsync_tree(tmp)
+                try:
+                    os.rename(tmp, target)
+                except OSError:
+                    if os.path.exists(target):
+                        return False
+                    raise
+                fsync_dir(os.path.dirname(target))
+                return True
+            finally:
+                remove(tmp)
+        try:
+            self.store.create(f"{key}/lineage.json", _dumps(doc))
+        except Conflict:
+            return False
+        try:
             model.save(
                 self.store.url_of(key), overwrite=False, storage_options=self.storage_options
             )
-            return n
+        except BaseException:
+            try:
+                self.store.delete(key)  # no model.json: never visible; free the number
+            except OSError:
+                pass
+            raise
+        return True
 
     def verify_version(self, n: int) -> None:
         """Raise :class:`ModelError` unless version ``n`` loads and its checksums match."""
@@ -312,14 +359,20 @@ class Registry:
         raw, tag = self.store.read_tagged(f"aliases/{name}.json")
         return (json.loads(raw) if raw is not None else None), tag
 
+    def _alias_names(self) -> list[str]:
+        return [
+            f[: -len(".json")]
+            for f in self.store.listdir("aliases")
+            if f.endswith(".json") and not f.startswith(".")
+        ]
+
     def aliases(self) -> dict[str, int]:
-        """{alias name: version}."""
+        """{alias name: version} of the aliases that point at a version."""
         out = {}
-        for file in self.store.listdir("aliases"):
-            if file.endswith(".json") and not file.startswith("."):
-                doc = self._alias_doc(file[: -len(".json")])[0]
-                if doc is not None:
-                    out[doc["alias"]] = doc["version"]
+        for name in self._alias_names():
+            doc = self._alias_doc(name)[0]
+            if doc is not None and doc["version"] is not None:
+                out[doc["alias"]] = doc["version"]
         return out
 
     def alias(self, name: str) -> int | None:
@@ -328,8 +381,10 @@ class Registry:
         return None if doc is None else doc["version"]
 
     def alias_record(self, name: str) -> dict | None:
-        """The alias pointer itself (version, previous version, when, by which run, why)."""
-        return self._alias_doc(_check_name(name))[0]
+        """The alias pointer itself (version, previous version, when, by which run, why), or
+        None if the alias does not exist (or was removed)."""
+        doc = self._alias_doc(_check_name(name))[0]
+        return None if doc is None or doc["version"] is None else doc
 
     def move_alias(
         self,
@@ -345,8 +400,15 @@ class Registry:
         """Point alias ``name`` at ``version`` (None removes it), compare-and-swap.
 
         Raises :class:`RegistryConflict` if the alias is not at ``expected`` (None: absent) or
-        if ``lease`` is given and no longer held. The history event is written first, then the
-        pointer (the pointer write is the move).
+        if ``lease`` is given and no longer held. An alias already at ``version`` is left as it
+        is, with no new event (so the rerun of a run killed after its move finishes quietly).
+
+        The pointer write is the move, and the pointer carries its own history event; the
+        event's file in ``history/`` is written after it. So the history never claims a move
+        that did not happen: killed before the pointer write, nothing moved and nothing is
+        recorded; killed after it, :meth:`history` reads the event from the pointer until its
+        file exists, and the next move of the alias (or the rerun) writes that file before
+        replacing the pointer.
         """
         _check_name(name)
         if lease is not None and not lease.held:
@@ -357,6 +419,10 @@ class Registry:
         key = f"aliases/{name}.json"
         current_doc, tag = self._alias_doc(name)
         current = None if current_doc is None else current_doc["version"]
+        if current_doc is not None:
+            self._record_pointer_event(current_doc)  # before the pointer carrying it is replaced
+        if current == version:
+            return
         if current != expected:
             raise RegistryConflict(
                 f"alias '{name}' of '{self.url}' points at {_v(current)}, not at {_v(expected)} "
@@ -364,55 +430,62 @@ class Registry:
             )
         if version is not None:
             self.version(version)
-        event = self.append_history(
-            {
-                "event": "alias",
-                "alias": name,
-                "from": current,
-                "to": version,
-                "run": run,
-                "by": by,
-                "reason": reason,
-            }
-        )
-        pause_point("alias-write")  # crash tests: between the history event and the pointer
+        at = now_iso()
+        doc = {
+            "alias": name,
+            "version": None if version is None else int(version),
+            "previous": current,
+            "moved_at": at,
+            "run": run,
+            "by": by,
+            "reason": reason,
+            "event": _event_id(at),
+        }
+        pause_point("alias-write")  # crash tests: before the move
         try:
-            if version is None:
-                self.store.delete(key, tag=tag)
-                return
-            doc = {
-                "alias": name,
-                "version": int(version),
-                "previous": current,
-                "moved_at": event["at"],
-                "run": run,
-                "by": by,
-                "reason": reason,
-                "event": event["id"],
-            }
             if current_doc is None:
                 self.store.create(key, _dumps(doc))
-            else:
+            else:  # a removed alias keeps its pointer, with version null (a tombstone)
                 self.store.swap(key, _dumps(doc), tag)
         except Conflict:
             raise RegistryConflict(
                 f"alias '{name}' of '{self.url}' moved meanwhile; not moved"
             ) from None
+        pause_point("alias-history")  # crash tests: moved, its history file not yet written
+        self._record_pointer_event(doc)
+
+    def _record_pointer_event(self, doc: dict) -> None:
+        """Write the history file of the move that alias pointer ``doc`` made, if missing."""
+        if "event" not in doc:
+            return
+        key = f"history/{doc['event']}.json"
+        if not self.store.exists(key):
+            try:
+                self.store.create(key, _dumps(_pointer_event(doc)))
+            except Conflict:
+                pass  # written meanwhile by another process
 
     # history -----------------------------------------------------------------------------------
     def append_history(self, event: dict) -> dict:
         """Write ``event`` as a new immutable history file; returns it with "at" and "id"."""
         at = now_iso()
-        stamp = at.replace("-", "").replace(":", "")
-        event_id = f"{stamp}-{uuid.uuid4().hex[:8]}"
-        event = {"at": at, "id": event_id, **event}
-        self.store.create(f"history/{event_id}.json", _dumps(event))
+        event = {"at": at, "id": _event_id(at), **event}
+        self.store.create(f"history/{event['id']}.json", _dumps(event))
         return event
 
     def history(self) -> list[dict]:
-        """Every event, oldest first."""
+        """Every event, oldest first: the history files, and the move of any alias pointer
+        whose file is not written yet (its writer was killed between the two)."""
+        pointers = [
+            doc
+            for doc in (self._alias_doc(a)[0] for a in self._alias_names())
+            if doc is not None and "event" in doc
+        ]  # read before the files: a move whose file appears meanwhile is still in one of them
         files = [f for f in self.store.listdir("history") if f.endswith(".json") and f[0] != "."]
-        return [self._read_json(f"history/{f}") for f in files]
+        events = {f[: -len(".json")]: self._read_json(f"history/{f}") for f in files}
+        for doc in pointers:
+            events.setdefault(doc["event"], _pointer_event(doc))
+        return [events[k] for k in sorted(events)]
 
     def previous_champion(self, alias: str = "champion") -> int | None:
         """The version ``alias`` pointed at before its current version (rollback's default)."""
@@ -458,10 +531,6 @@ class Registry:
     def _remove_version(self, n: int) -> None:
         key = f"versions/{n}"
         if self.store.local:
-            import os
-
-            from dlr.atomic import remove
-
             hidden = self.store.path(self.store.temp_key("versions"))
             os.rename(self.store.path(key), hidden)  # gone from listings at once
             remove(hidden)
@@ -476,19 +545,45 @@ class Registry:
         is still recognised. Returns the span ids whose data was removed.
         """
         used = {s for v in self.versions() for s in (v.lineage.get("spans") or [])}
-        entries = self.span_entries()
-        removed = []
-        for e in entries:
-            if e["excluded"] and not e.get("collected") and e["id"] not in used:
-                e["collected"] = True
-                removed.append(e["id"])
+        removed = [
+            e["id"]
+            for e in self.span_entries()
+            if e["excluded"] and not e.get("collected") and e["id"] not in used
+        ]
+
+        def change(entries: list[dict]) -> list[dict]:
+            for e in entries:
+                if e["id"] in removed:
+                    e["collected"] = True
+            return entries
+
         if removed:
             self.append_history({"event": "gc", "spans": removed, "by": by, "run": None})
-            self.write_span_entries(entries)
+            self.update_span_entries(change)
             for span in removed:
                 self.store.delete(f"spans/{span}")
                 self.store.delete(f"holdout/{span}")
         return removed
+
+
+def _event_id(at: str) -> str:
+    """The id (and file name) of a history event at ISO time ``at``: sorts by time."""
+    return f"{at.replace('-', '').replace(':', '')}-{uuid.uuid4().hex[:8]}"
+
+
+def _pointer_event(doc: dict) -> dict:
+    """The history event of the move that alias pointer ``doc`` made."""
+    return {
+        "at": doc["moved_at"],
+        "id": doc["event"],
+        "event": "alias",
+        "alias": doc["alias"],
+        "from": doc["previous"],
+        "to": doc["version"],
+        "run": doc["run"],
+        "by": doc.get("by"),
+        "reason": doc["reason"],
+    }
 
 
 def _v(version: int | None) -> str:

@@ -360,6 +360,7 @@ class _Run:
     # -- stage 3: version, alias, report --------------------------------------------------------
     def publish(self, record: dict) -> dict:
         reg = self.registry
+        pause_point("publish")  # crash tests: evaluated, nothing registered yet
         started = time.perf_counter()
         mine = [v for v in reg.versions() if v.lineage.get("run_key") == self.run_key]
         if mine:
@@ -372,20 +373,17 @@ class _Run:
         alias = {"promoted": "champion", "challenger": "challenger"}.get(record["decision"])
         if alias is not None:
             expected = record["champion"] if alias == "champion" else reg.alias("challenger")
-            if reg.alias(alias) != version:
-                try:
-                    reg.move_alias(
-                        alias,
-                        version,
-                        expected=expected,
-                        run=self.run_key,
-                        reason=record["reason"],
-                        lease=self.lease,
-                    )
-                except RegistryConflict as e:
-                    raise DlrError(
-                        f"version {version} registered but not made {alias}: {e}"
-                    ) from None
+            try:  # a no-op if a killed earlier attempt moved it already
+                reg.move_alias(
+                    alias,
+                    version,
+                    expected=expected,
+                    run=self.run_key,
+                    reason=record["reason"],
+                    lease=self.lease,
+                )
+            except RegistryConflict as e:
+                raise DlrError(f"version {version} registered but not made {alias}: {e}") from None
         pause_point("alias-moved")
         self._timed("publish", started)
         record = {

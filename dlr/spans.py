@@ -13,7 +13,8 @@ batch boundaries, so a row is held out forever).
 The span id is the sha256 of the schema and the rows (computed while writing), so the same
 content under any file name is the same span. Spans are written under temporary names; then,
 holding the registry lease, ingest renames (or, on object storage, copies) them to
-``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically — the commit. An
+``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object storage
+also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit. An
 interrupted ingest leaves nothing visible; rerunning it completes it. A span already committed
 changes nothing. All SOURCEs of one call are committed together or not at all.
 """
@@ -21,8 +22,6 @@ changes nothing. All SOURCEs of one call are committed together or not at all.
 import hashlib
 import json
 import os
-import sys
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +32,7 @@ import zarr
 from dlr.dataset import SAMPLES_FIRST, codecs
 from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
+from dlr.pause import pause_point
 from dlr.registry import Registry, now_iso
 from dlr.tables import read_batches
 
@@ -99,7 +99,7 @@ def ingest(
                     chunk_samples,
                 )
             )
-        _pause_point("before-commit")
+        pause_point("before-commit")
         if lease is not None:
             return _commit(registry, staged, schema, lease)
         with Lease.acquire(
@@ -421,8 +421,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             "was committed"
         )
     registry.store.remove_stale_temps(("spans", "holdout", "staging"))
-    entries = registry.span_entries()
-    committed = {e["id"]: e for e in entries}
+    committed = {e["id"]: e for e in registry.span_entries()}
     results, new = [], []
     at = now_iso()
     try:
@@ -461,10 +460,10 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
                 IngestResult(s.id, s.source, s.rows, True, s.train_rows, s.holdout_rows, None)
             )
         if new:
-            _pause_point("published")
+            pause_point("published")
             if fixed is None:
                 registry.set_schema(schema)
-            registry.write_span_entries(entries + new)
+            registry.update_span_entries(lambda current: _appended(current, new))
     except OSError as e:
         raise DlrError(
             f"cannot commit to '{registry.url}': {e.strerror or e}; nothing was committed"
@@ -482,8 +481,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
     return results
 
 
-def _pause_point(name: str) -> None:
-    """Test hook: with DLR_TEST_PAUSE_AT=name, say so on stderr and wait to be killed."""
-    if os.environ.get("DLR_TEST_PAUSE_AT") == name:
-        print(f"dlr: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(3600)
+def _appended(entries: list[dict], new: list[dict]) -> list[dict]:
+    """``entries`` and, after them, those of ``new`` that are not committed yet."""
+    there = {e["id"] for e in entries}
+    return entries + [e for e in new if e["id"] not in there]

@@ -65,3 +65,40 @@ def tree(path) -> dict:
             with open(full, "rb") as fh:
                 out[os.path.relpath(full, path)] = fh.read()
     return out
+
+
+DLR = os.path.join(os.path.dirname(sys.executable), "dlr")
+
+
+def race_two_ingests(registry: str, first: str, second: str, tmp_path, options=()) -> list:
+    """Two real ``dlr ingest`` processes on one registry, interleaved at the worst point: the
+    first pauses inside its commit, between reading spans.json and writing it back; the second
+    is then let go to commit its own span, and given two seconds to do so; then the first goes
+    on. A commit that does not exclude or survive the other (lease, compare-and-swap) loses the
+    second span. Returns each process's (exit status, stderr)."""
+    started = []
+
+    def start(source: str, stage: str, go) -> subprocess.Popen:
+        env = {**os.environ, "DLR_TEST_PAUSE_AT": stage, "DLR_TEST_RESUME_FILE": str(go)}
+        command = [DLR, "ingest", source, "--registry", registry, *options]
+        started.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        for line in started[-1].stderr:
+            if line.startswith("dlr: paused at"):
+                return started[-1]
+        raise AssertionError(f"{command} exited ({started[-1].wait()}) before pausing")
+
+    try:
+        a = start(first, "spans-commit", tmp_path / "go-first")
+        b = start(second, "before-commit", tmp_path / "go-second")
+        (tmp_path / "go-second").touch()
+        try:
+            b.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass  # waiting for the lease the first holds
+        (tmp_path / "go-first").touch()
+        return [(p.wait(timeout=120), p.stderr.read()) for p in (a, b)]
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

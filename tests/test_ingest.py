@@ -17,7 +17,7 @@ import zarr
 
 from dlr.registry import Registry
 from dlr.spans import holdout_mask
-from tests.registry_support import ok, refused, spawn, table, tree
+from tests.registry_support import ok, race_two_ingests, refused, spawn, table, tree
 
 ROWS = 2500
 
@@ -259,6 +259,17 @@ def test_an_ingest_killed_before_its_commit_leaves_nothing_and_the_rerun_complet
         for part in ("spans", "holdout"):  # the dead process's temporaries are gone too
             assert sorted(os.listdir(reg / part)) == sorted(s.id for s in spans)
         assert "already committed" in ok("ingest", day2, "--registry", reg)
+
+
+def test_two_ingests_racing_on_one_registry_commit_both_spans(tmp_path):
+    reg = str(tmp_path / "reg")
+    day0 = write("parquet", table(300, seed=20), tmp_path / "day0")
+    ok("ingest", day0, "--registry", reg, "--label", "label")
+    days = [write("parquet", table(300, seed=21 + i), tmp_path / f"day{i + 1}") for i in (0, 1)]
+    outcomes = race_two_ingests(reg, *days, tmp_path)
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    spans = Registry(reg).spans()
+    assert len(spans) == 3 and sorted(s.source for s in spans[1:]) == sorted(days)
 
 
 def test_a_full_disk_is_a_clear_error_and_nothing_is_committed(tmp_path):

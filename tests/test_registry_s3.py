@@ -1,6 +1,7 @@
 """The registry on an S3-protocol server process (moto): spans, versions, aliases and the lease
 with real conditional writes; the same bits as a local registry."""
 
+import subprocess
 import threading
 
 import numpy as np
@@ -13,7 +14,7 @@ from dlr.registry import Registry, RegistryConflict
 from dlr.regstore import Conflict, Store
 from dlr.spans import ingest
 from dlr.spanset import training_source
-from tests.registry_support import fitted, ok, table
+from tests.registry_support import DLR, fitted, ok, race_two_ingests, table
 from tests.test_object_storage import KEY, SECRET, endpoint  # noqa: F401 (the fixture)
 
 
@@ -139,3 +140,45 @@ def test_readers_on_s3_see_the_old_champion_or_the_new_never_a_mix(storage, tmp_
         stop.set()
         reader.join()
     assert errors == [] and set(seen) == {1, 2}
+
+
+def test_two_ingests_racing_on_an_s3_registry_commit_both_spans(storage, tmp_path):
+    url = "s3://dlr-registry/race"
+    days = []
+    for day in range(3):
+        days.append(str(tmp_path / f"day{day}.parquet"))
+        pq.write_table(table(300, seed=30 + day), days[-1])
+    ok("ingest", days[0], "--registry", url, "--label", "label", *cli_options(storage))
+    outcomes = race_two_ingests(url, days[1], days[2], tmp_path, cli_options(storage))
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    spans = Registry(url, storage).spans()
+    assert sorted(s.source for s in spans) == sorted(days)
+
+
+def test_a_spans_commit_that_lost_a_race_on_s3_is_applied_again_not_lost(storage, tmp_path):
+    """The commit is a compare-and-swap on S3 (If-Match): even a writer whose lease expired
+    mid-commit cannot drop a span another process committed in between."""
+    url = "s3://dlr-registry/cas"
+    days = []
+    for day in range(2):
+        days.append(str(tmp_path / f"day{day}.parquet"))
+        pq.write_table(table(300, seed=40 + day), days[-1])
+    ok("ingest", days[0], "--registry", url, "--label", "label", *cli_options(storage))
+    registry = Registry(url, storage)
+    first = registry.spans()[0].id
+    seen = []
+
+    def exclude_the_first(entries):
+        seen.append([e["id"] for e in entries])
+        if len(seen) == 1:  # another process commits between this read and this write
+            command = [DLR, "ingest", days[1], "--registry", url, *cli_options(storage)]
+            subprocess.run(command, check=True, capture_output=True)
+        for e in entries:
+            if e["id"] == first:
+                e["excluded"], e["reason"] = True, "test"
+        return entries
+
+    registry.update_span_entries(exclude_the_first)
+    assert [len(ids) for ids in seen] == [1, 2]  # the lost swap was applied again
+    spans = registry.spans(include_excluded=True)
+    assert [(s.source, s.excluded) for s in spans] == [(days[0], True), (days[1], False)]

@@ -321,9 +321,21 @@ def test_four_runs_at_once_one_trains_killed_mid_training_resumes_bit_identicall
     assert_consistent(days.registry, "day-2")
 
 
+def moves_to(url: str, version: int) -> list[dict]:
+    """The alias moves to ``version`` that ``dlr registry history --json`` reports."""
+    result = CliRunner().invoke(main, ["registry", "history", url, "--json"])
+    assert result.exit_code == 0, result.output
+    return [e for e in json.loads(result.stdout) if e["event"] == "alias" and e["to"] == version]
+
+
 @pytest.mark.parametrize(
     "stage, champion_while_dead",
-    [("version-written", 1), ("alias-write", 1), ("alias-moved", 2)],
+    [
+        ("version-written", 1),  # registered, the alias not touched
+        ("alias-write", 1),  # just before the pointer write
+        ("alias-history", 2),  # the pointer written, not its file in history/
+        ("alias-moved", 2),
+    ],
 )
 def test_killed_around_the_publication_a_rerun_finishes_without_a_second_version(
     days, stage, champion_while_dead
@@ -338,14 +350,82 @@ def test_killed_around_the_publication_a_rerun_finishes_without_a_second_version
     assert [v.version for v in reg.versions()] == [1, 2]  # written before the pause
     assert reg.alias("champion") == champion_while_dead
     assert dlr.load(f"{days.url}@champion").n_features_in_ == FEATURES
+    # the history claims the move exactly when it happened
+    assert len(moves_to(days.url, 2)) == (1 if champion_while_dead == 2 else 0)
     before = coefficients(reg, 2)
     outcome = rerun_until_unlocked(days, "day-2")
     assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
     assert reg.alias("champion") == 2
     assert coefficients(reg, 2) == before
     assert_consistent(reg, "day-2")
-    moves = [e for e in reg.history() if e["event"] == "alias" and e["to"] == 2]
-    assert len(moves) == (2 if stage == "alias-write" else 1)  # the killed write's event stays
+    [move] = moves_to(days.url, 2)
+    assert (move["from"], move["run"]) == (1, "day-2")
+    assert f"{move['id']}.json" in os.listdir(Path(days.url) / "history")  # its file is written
+    assert reg.alias_record("champion")["event"] == move["id"]
+
+
+def fill(directory: Path, leave: int) -> Path:
+    """Fill the filesystem of ``directory`` up to ``leave`` bytes (whole pages) of free space."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        block = b"\0" * (1 << 20)
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError:
+                break  # ENOSPC
+        page = os.statvfs(directory).f_frsize
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size // page * page - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_completes(
+    tmp_path,
+):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        days = Days(tmp_path)
+        days.url = str(small / "registry")
+        days.ingest(1)
+        days.retrain("day-1")
+        days.ingest(2)
+        champion = coefficients(days.registry, 1)
+        process = start_paused(days.command("day-2"), "publish")  # evaluated, not registered
+        wait_for_pause(process)
+        kill(process)
+        filler = fill(small, leave=2 * 4096)  # room for the lease, not for a version
+        while (result := CliRunner().invoke(main, days.command("day-2")[1:])).exit_code == LOCKED:
+            time.sleep(0.5)  # the killed run's lease expires
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (
+            f"dlr: error: cannot write version 2 to '{days.url}/versions/2': No space left on "
+            "device; nothing was registered\n"
+        )
+        listed = CliRunner().invoke(main, ["registry", "list", days.url, "--json"])
+        assert [v["version"] for v in json.loads(listed.stdout)] == [1]
+        assert os.listdir(small / "registry" / "versions") == ["1"]  # no partial version
+        reg = days.registry
+        assert reg.alias("champion") == 1 and moves_to(days.url, 2) == []
+        reg.verify_version(1)
+        assert coefficients(reg, 1) == champion
+        assert dlr.load(f"{days.url}@champion").n_features_in_ == FEATURES
+
+        filler.unlink()
+        outcome = rerun_until_unlocked(days, "day-2")
+        assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
+        assert_consistent(reg, "day-2")
+        assert len(moves_to(days.url, 2)) == 1
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 # --- warm start ---------------------------------------------------------------------------

@@ -96,10 +96,13 @@ def test_the_fresh_holdout_is_every_row_the_hash_holds_out_and_nothing_else(tmp_
 
 def test_a_window_of_spans_by_count_or_by_age(tmp_path):
     registry = make_registry(tmp_path, [200, 200, 200, 200], 64)
-    entries = registry.span_entries()
-    entries[0]["committed_at"] = "2026-01-01T00:00:00.000000Z"  # as if committed long ago
-    entries[1]["committed_at"] = "2026-01-02T00:00:00.000000Z"
-    registry.write_span_entries(entries)
+
+    def committed_long_ago(entries):
+        entries[0]["committed_at"] = "2026-01-01T00:00:00.000000Z"
+        entries[1]["committed_at"] = "2026-01-02T00:00:00.000000Z"
+        return entries
+
+    registry.update_span_entries(committed_long_ago)
     spans = registry.spans()
     assert window(spans, last=2) == spans[2:]
     assert window(spans, within=timedelta(days=1)) == spans[2:]
