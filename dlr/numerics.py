@@ -30,11 +30,10 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
-    """(log(1 + exp(z)), σ(z)) for the per-chunk kernel's hot loop: ten in-place operations.
+    """(log(1 + exp(z)), σ(z)) for the per-chunk kernel's hot loop: one exp, in place.
 
-    With m = max(z, 0) and t = exp(−|z|): softplus = m + log1p(t), and σ(z) = exp(z − m)/(1 + t),
-    exp(z − m) being 1 for z ≥ 0 and exactly t otherwise (the same exp of the same number), so
-    the result equals :func:`softplus` and :func:`sigmoid` bit for bit.
+    With t = exp(−|z|): softplus = max(z, 0) + log1p(t), and σ(z) = 1/(1 + t) for z ≥ 0 and
+    t/(1 + t) otherwise, so the result equals :func:`softplus` and :func:`sigmoid` bit for bit.
 
     Parameters
     ----------
@@ -49,8 +48,8 @@ def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarra
     np.maximum(z, 0.0, out=a)
     np.log1p(t, out=sp)
     sp += a
-    np.subtract(z, a, out=a)
-    np.exp(a, out=a)
+    a.fill(1.0)
+    np.copyto(a, t, where=z < 0.0)
     t += 1.0
     a /= t
     return sp, a
