@@ -22,6 +22,7 @@ changes nothing. All SOURCEs of one call are committed together or not at all.
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +39,10 @@ from dlr.tables import read_batches
 
 #: Default rows per chunk of a span: about this many bytes of features.
 CHUNK_BYTES = 8 << 20
+
+#: Chunk writes a span's writer may have outstanding while the next batch is read and checked.
+WRITES_AHEAD = 2
+
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -289,9 +294,16 @@ def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: f
 
 # writing ---------------------------------------------------------------------------------------
 class _GroupWriter:
-    """Appends rows to a new dlr dataset group, one whole chunk at a time."""
+    """Appends rows to a new dlr dataset group, one whole chunk at a time.
 
-    def __init__(self, registry: Registry, key: str, schema: dict, chunk_samples: int):
+    Chunks are compressed and written by ``writer``, a one-thread executor the caller owns (and
+    shares between the groups of one source, so every array is only ever touched by that
+    thread, in order), while the caller reads, checks and hashes the next batch. At most
+    :data:`WRITES_AHEAD` writes are outstanding, which bounds the rows held in memory; an error
+    of a write (a full disk) comes out of the next :meth:`append` or :meth:`close`.
+    """
+
+    def __init__(self, registry: Registry, key: str, schema: dict, chunk_samples: int, writer):
         n = len(schema["features"])
         store = registry.store
         url = store.path(key) if store.local else store.url_of(key)
@@ -318,6 +330,8 @@ class _GroupWriter:
         self.rows = 0
         self.pending: list[tuple] = []
         self.pending_rows = 0
+        self.writer = writer
+        self.writes: list = []
 
     def append(self, X, y, w) -> None:
         """Add rows; every whole chunk they complete is written at once."""
@@ -328,28 +342,41 @@ class _GroupWriter:
             self._flush(self.pending_rows // self.c * self.c)
 
     def close(self) -> None:
-        """Write the last, partial chunk."""
+        """Write the last, partial chunk and wait until every write is done."""
         if self.pending_rows:
             self._flush(self.pending_rows)
+        while self.writes:
+            self.writes.pop(0).result()
 
     def _flush(self, rows: int) -> None:
-        """Write the first ``rows`` pending rows (whole chunks, or the last one) and keep the
-        rest pending."""
-        X = np.concatenate([p[0] for p in self.pending])
-        y = np.concatenate([p[1] for p in self.pending])
-        w = np.concatenate([p[2] for p in self.pending]) if self.w is not None else None
+        """Hand the first ``rows`` pending rows (whole chunks, or the last one) to the writer
+        and keep the rest pending."""
+        X, y = _joined([p[0] for p in self.pending]), _joined([p[1] for p in self.pending])
+        w = _joined([p[2] for p in self.pending]) if self.w is not None else None
         start, stop = self.rows, self.rows + rows
-        self.x.resize((stop, X.shape[1]))
-        self.y.resize((stop,))
-        self.x[start:stop] = X[:rows]
-        self.y[start:stop] = y[:rows]
-        if self.w is not None:
-            self.w.resize((stop,))
-            self.w[start:stop] = w[:rows]
+        rows_w = w[:rows] if w is not None else None
+        self.writes.append(self.writer.submit(self._write, start, stop, X[:rows], y[:rows], rows_w))
         self.rows = stop
         rest = (X[rows:], y[rows:], w[rows:] if w is not None else None)
         self.pending = [rest] if len(rest[1]) else []
         self.pending_rows = len(rest[1])
+        while len(self.writes) > WRITES_AHEAD:
+            self.writes.pop(0).result()
+
+    def _write(self, start: int, stop: int, X, y, w) -> None:
+        """Grow the arrays to ``stop`` rows and write rows [start, stop) (the writer's thread)."""
+        self.x.resize((stop, X.shape[1]))
+        self.y.resize((stop,))
+        self.x[start:stop] = X
+        self.y[start:stop] = y
+        if self.w is not None:
+            self.w.resize((stop,))
+            self.w[start:stop] = w
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``parts`` as one array (the part itself when there is one: no copy)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _stage(
@@ -368,22 +395,26 @@ def _stage(
     keys = store.temp_key(prefix[0]), store.temp_key(prefix[1])
     staged = _Staged("", source, 0, 0, 0, *keys, holdout_fraction, c)
     hashes = [hashlib.sha256() for _ in range(3)]
+    writer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-write")
     try:
-        train = _GroupWriter(registry, keys[0], schema, c)
-        holdout = _GroupWriter(registry, keys[1], schema, c)
-        rows = 0
-        for file, offset, batch in batches:
-            X, y, w = _check(batch, schema, file, offset)
-            for h, a in zip(hashes, (X, y, w), strict=True):
-                if a is not None:
-                    h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
-            held = holdout_mask(X, y, w, holdout_fraction)
-            keep = ~held
-            train.append(X[keep], y[keep], w[keep] if w is not None else None)
-            holdout.append(X[held], y[held], w[held] if w is not None else None)
-            rows += len(y)
-        train.close()
-        holdout.close()
+        try:
+            train = _GroupWriter(registry, keys[0], schema, c, writer)
+            holdout = _GroupWriter(registry, keys[1], schema, c, writer)
+            rows = 0
+            for file, offset, batch in batches:
+                X, y, w = _check(batch, schema, file, offset)
+                for h, a in zip(hashes, (X, y, w), strict=True):
+                    if a is not None:
+                        h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
+                held = holdout_mask(X, y, w, holdout_fraction)
+                keep = ~held
+                train.append(X[keep], y[keep], w[keep] if w is not None else None)
+                holdout.append(X[held], y[held], w[held] if w is not None else None)
+                rows += len(y)
+            train.close()
+            holdout.close()
+        finally:  # no write may still run when the staged groups are deleted below
+            writer.shutdown(wait=True, cancel_futures=True)
     except OSError as e:
         for key in keys:
             _quietly_delete(store, key)

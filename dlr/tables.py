@@ -14,6 +14,7 @@ Columns of a 2-D array (``X`` of an .npz or a zarr group, a plain 2-D .npy) are 
 
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import fsspec
 import numpy as np
@@ -87,7 +88,8 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
         )
     try:
         if kind == "parquet":
-            with fs.open(path, "rb") as f:
+            # a local path goes to pyarrow itself: its native reads, not a Python file object's
+            with nullcontext(path) if _is_local_fs(fs) else fs.open(path, "rb") as f:
                 offset = 0
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
                     yield name, offset, batch
@@ -105,6 +107,11 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read '{name}': {e}") from None
+
+
+def _is_local_fs(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return "file" in protocols
 
 
 def _csv(fs, path: str, name: str) -> Batches:
