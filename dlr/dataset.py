@@ -25,6 +25,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from zarr.core.sync import sync
 
 from dlr.atomic import is_local
+from dlr.cf import Packing, packing_of
 from dlr.decode import DirectDecoder, direct_decoder, stored_dims
 from dlr.errors import DataError
 
@@ -39,10 +40,12 @@ ALL_CHUNKS_STORED = "all_chunks_stored"
 
 @dataclass(frozen=True)
 class Column:
-    """A validated zarr array of the dataset and how its chunks are decoded (None: by zarr)."""
+    """A validated zarr array of the dataset, how its chunks are decoded (None: by zarr), and
+    its CF packing (None: values as stored; see :mod:`dlr.cf`)."""
 
     arr: zarr.Array
     decoder: DirectDecoder | None
+    packing: Packing | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class Dataset:
 
     ``x``, ``y`` and ``s`` (sample weights) are zarr arrays (``y`` and ``s`` may be None);
     ``bounds[i]`` is the (start, stop) sample range of chunk i, from ``x``'s chunk grid;
-    ``decoders`` holds the direct decoder (or None) of ``x``, ``y`` and ``s``.
+    ``decoders`` holds the direct decoder (or None) of ``x``, ``y`` and ``s``, ``packings``
+    their CF packing (or None; see :mod:`dlr.cf`).
     """
 
     url: str
@@ -61,6 +65,7 @@ class Dataset:
     s: zarr.Array | None
     bounds: tuple
     decoders: tuple
+    packings: tuple = (None, None, None)
 
     @property
     def n_samples(self) -> int:
@@ -145,6 +150,7 @@ def dataset_of(
         sa,
         regular_bounds(m, grid[0 if samples_first else 1]),
         tuple(c.decoder if c is not None else None for c in columns),
+        tuple(c.packing if c is not None else None for c in columns),
     )
 
 
@@ -259,7 +265,7 @@ def _column(arr: zarr.Array, where: str, stored: bool) -> Column:
     stored = stored or _dlr_attrs(arr).get(ALL_CHUNKS_STORED) is True
     if stored:
         check_chunks_present(arr, where)
-    return Column(arr, direct_decoder(arr, stored))
+    return Column(arr, direct_decoder(arr, stored), packing_of(arr, where))
 
 
 def check_chunks_present(arr: zarr.Array, where: str) -> None:
@@ -350,8 +356,17 @@ def describe(ds: Dataset) -> str:
             _codec_name(c) for c in (ds.x.serializer, *ds.x.filters, *ds.x.compressors) if c
         )
         + ("" if ds.decoders[0] else " (read through zarr)"),
-        f"decoded   {ds.n_samples * ds.n_features * ds.x.dtype.itemsize / 1e6:.1f} MB of features",
     ]
+    packing = ds.packings[0]
+    dtype = packing.dtype if packing is not None else ds.x.dtype
+    if packing is not None and packing.scales:
+        lines.append(
+            f"packed    CF: {ds.x.dtype} × scale_factor {packing.scale} + add_offset "
+            f"{packing.offset or 0} → {dtype}, decoded as xarray does"
+        )
+    lines.append(
+        f"decoded   {ds.n_samples * ds.n_features * dtype.itemsize / 1e6:.1f} MB of features"
+    )
     meta = dict(zarr.open_group(ds.x.store_path.store, mode="r").attrs).get("dlr", {})
     if "true_coef" in meta:
         lines.append(

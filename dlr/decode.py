@@ -24,6 +24,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from dlr.cf import Packing, unpack
 from dlr.errors import DataError
 from dlr.memory import per_thread, small_page_empty
 
@@ -158,6 +159,7 @@ def read_block(
     chunk: int,
     reuse: bool = False,
     decoder: DirectDecoder | None = None,
+    packing: Packing | None = None,
 ) -> np.ndarray:
     """Samples [start, stop) — chunk ``chunk`` of the dataset ``origin`` — of a 1-D or 2-D
     array, in native byte order, naming the chunk if it cannot be read.
@@ -165,8 +167,17 @@ def read_block(
     With a ``decoder`` (see :func:`direct_decoder`) the chunks holding the range are decoded
     directly; with ``reuse``, a range inside one stored chunk comes back as a view of a buffer
     of this thread that the next read overwrites — for a caller done with the data before its
-    next read, as a streamed chunk's task is. Without one, zarr reads it.
+    next read, as a streamed chunk's task is. Without one, zarr reads it. A ``packing`` (see
+    :func:`dlr.cf.packing_of`) then decodes the raw values as xarray does.
     """
+    raw = _read_raw(arr, samples_first, start, stop, origin, chunk, reuse, decoder)
+    if packing is None:
+        return raw
+    where = f"{origin}, chunk {chunk} (samples {start}–{stop - 1})"
+    return unpack(raw, packing, arr, samples_first, where, start, reuse)
+
+
+def _read_raw(arr, samples_first, start, stop, origin, chunk, reuse, decoder) -> np.ndarray:
     try:
         if decoder is not None:
             return _read_direct(arr, decoder, samples_first, start, stop, reuse)

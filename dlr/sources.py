@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 from sklearn.exceptions import DataConversionWarning
 
+from dlr.cf import Packing
 from dlr.chunks import ChunkContext
 from dlr.dataset import (
     Dataset,
@@ -59,9 +60,10 @@ class ZarrChunks:
         samples_first: bool,
         origin: str,
         decoder: DirectDecoder | None,
+        packing: Packing | None = None,
     ):
         self.arr, self.bounds, self.samples_first = arr, bounds, samples_first
-        self.origin, self.decoder = origin, decoder
+        self.origin, self.decoder, self.packing = origin, decoder, packing
 
     def expr(self, i: int, *, capture: bool = False, streamed: bool = True):
         """The read task; with ``capture``, a failed read yields its DataError as the value.
@@ -81,6 +83,7 @@ class ZarrChunks:
             i,
             streamed,
             self.decoder,
+            self.packing,
         )
 
 
@@ -158,18 +161,18 @@ class Source:
 def from_dataset(ds: Dataset) -> Source:
     """The source of an opened dataset (see :func:`dlr.dataset.open_dataset`)."""
     where = f"'{ds.url}'"
-    dx, dy, ds_ = ds.decoders
+    (dx, dy, ds_), (px, py, ps) = ds.decoders, ds.packings
     return Source(
         origin=where,
-        x=ZarrChunks(ds.x, ds.bounds, ds.samples_first, where, dx),
-        y=ZarrChunks(ds.y, ds.bounds, True, where, dy) if ds.y is not None else None,
+        x=ZarrChunks(ds.x, ds.bounds, ds.samples_first, where, dx, px),
+        y=ZarrChunks(ds.y, ds.bounds, True, where, dy, py) if ds.y is not None else None,
         n_samples=ds.n_samples,
         n_features=ds.n_features,
         samples_first=ds.samples_first,
         bounds=ds.bounds,
-        dtype=ds.x.dtype.newbyteorder("="),
+        dtype=(px.dtype if px is not None else ds.x.dtype).newbyteorder("="),
         fingerprint=ds.fingerprint(),
-        s=ZarrChunks(ds.s, ds.bounds, True, where, ds_) if ds.s is not None else None,
+        s=ZarrChunks(ds.s, ds.bounds, True, where, ds_, ps) if ds.s is not None else None,
     )
 
 
@@ -219,7 +222,7 @@ def from_arrays(X, y=None, sample_weight=None) -> Source:
         n,
         samples_first,
         bounds,
-        X.dtype.newbyteorder("="),
+        zarr_source.dtype if zarr_source is not None else X.dtype.newbyteorder("="),
         fp,
         column(sample_weight, "sample_weight", "s"),
     )
@@ -231,7 +234,7 @@ def _column(a, name: str, m: int, bounds):
         return None
     if isinstance(a, zarr.Array):
         column = check_per_sample(a, m, str(a.store_path), name, stored=False)
-        return ZarrChunks(a, bounds, True, f"'{a.store_path}'", column.decoder)
+        return ZarrChunks(a, bounds, True, f"'{a.store_path}'", column.decoder, column.packing)
     if isinstance(a, da.Array):
         _check_dask(a, name)
     else:

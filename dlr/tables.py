@@ -191,7 +191,10 @@ def _zarr(source: str, batch_rows: int, storage_options: dict | None) -> Batches
                 f"'{source}': array '{key}' has shape {a.shape}; expected ({ds.n_samples},)"
             )
     for i, (start, stop) in enumerate(ds.bounds):
-        x = read_block(ds.x, ds.samples_first, start, stop, f"'{source}'", i, False, ds.decoders[0])
+        where = f"'{source}'"
+        x = read_block(
+            ds.x, ds.samples_first, start, stop, where, i, False, ds.decoders[0], ds.packings[0]
+        )
         x = x if ds.samples_first else x.T
         columns = {f"x{j}": x[:, j] for j in range(x.shape[1])}
         columns.update({k: a[start:stop] for k, a in others.items()})

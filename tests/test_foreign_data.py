@@ -8,6 +8,7 @@ in another grouping), and bit for bit where the stored chunking equals the in-me
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -22,6 +23,9 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 
 import dlr
 from dlr.cli import main
+from dlr.dataset import open_dataset
+from dlr.decode import read_block
+from dlr.sources import from_dataset
 from dlr.synthetic import make_dataset
 from tests.conftest import assert_matches
 
@@ -206,3 +210,117 @@ def test_a_chunk_deleted_from_a_dlr_dataset_is_still_refused_naming_it(tmp_path,
     Path(path, array, *key).unlink()
     with pytest.raises(dlr.DataError, match=f"array '{array}'.*missing.*'{array}/{'/'.join(key)}'"):
         dlr.LogisticRegression().fit(path)
+
+
+# --- CF packing: xarray's scale_factor / add_offset / _FillValue ---------------------------
+
+PACKINGS = {
+    "int16-scale-offset": {"dtype": "int16", "scale_factor": 0.001, "add_offset": 0.5},
+    "int16-scale": {"dtype": "int16", "scale_factor": 0.002},
+    "int32-scale-offset": {"dtype": "int32", "scale_factor": 1e-6, "add_offset": -3.0},
+    "uint8-scale-offset-fill": {
+        "dtype": "uint8",
+        "scale_factor": 0.05,
+        "add_offset": -6.0,
+        "_FillValue": 255,
+    },
+}
+
+
+def xarray_packed(path, X, y, encoding, zarr_format=3):
+    """X packed by xarray with ``encoding`` (an xarray ``to_zarr`` encoding of X)."""
+    ds = xr.Dataset({"X": (("sample", "feature"), X), "y": (("sample",), y)})
+    with warnings.catch_warnings():
+        # xarray's advice to give a _FillValue for NaNs, which X has none of unless told
+        warnings.filterwarnings("ignore", "saving variable", xr.SerializationWarning)
+        ds.chunk({"sample": CHUNK}).to_zarr(path, encoding={"X": encoding}, zarr_format=zarr_format)
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+@pytest.mark.parametrize("packing", PACKINGS, ids=list(PACKINGS))
+def test_xarray_packed_features_decode_to_exactly_the_values_xarray_reads(
+    tmp_path, packing, zarr_format
+):
+    X, y = data()
+    path = str(tmp_path / "data.zarr")
+    xarray_packed(path, X, y, PACKINGS[packing], zarr_format)
+    decoded = xr.open_zarr(path).X.values
+    assert decoded.dtype == np.float64 and not np.array_equal(decoded, X)  # rounded by packing
+    source = from_dataset(open_dataset(path))
+    assert source.dtype == decoded.dtype
+    for i, (start, stop) in enumerate(source.bounds):
+        for streamed in (True, False):  # a per-thread buffer, or a fresh array to cache
+            chunk = read_block(*source.x.expr(i, streamed=streamed)[1:])
+            np.testing.assert_array_equal(chunk, decoded[start:stop])
+            assert chunk.dtype == decoded.dtype
+
+
+@pytest.mark.parametrize("cache_size", ["auto", 0], ids=["cached", "streamed"])
+@pytest.mark.parametrize("packing", PACKINGS, ids=list(PACKINGS))
+def test_xarray_packed_features_train_like_xarrays_decoded_values_in_memory(
+    tmp_path, packing, cache_size
+):
+    X, y = data()
+    path = str(tmp_path / "data.zarr")
+    xarray_packed(path, X, y, PACKINGS[packing])
+    model = dlr.LogisticRegression(cache_size=cache_size).fit(path)
+    expected = in_memory_fit(xr.open_zarr(path).X.values, y)
+    assert_matches(model.coef_, expected.coef_)
+    assert_matches(model.intercept_, expected.intercept_)
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_missing_value_of_packed_features_is_refused_naming_chunk_and_sample(
+    tmp_path, zarr_format
+):
+    X, y = data()
+    X[123, 2] = np.nan
+    path = str(tmp_path / "data.zarr")
+    encoding = {"dtype": "int16", "scale_factor": 0.001, "_FillValue": -32768}
+    xarray_packed(path, X, y, encoding, zarr_format)
+    assert np.isnan(xr.open_zarr(path).X.values[123, 2])  # xarray reads it as missing
+    with pytest.raises(dlr.DataError) as e:
+        dlr.LogisticRegression().fit(path)
+    assert str(e.value) == (
+        f"array 'X' holds a missing value (_FillValue -32768) in '{path}', chunk 2 "
+        "(samples 100–149): first at sample 123; dlr does not train on missing values: fill or "
+        "drop them first"
+    )
+
+
+def test_a_missing_value_flagged_by_a_fill_attribute_alone_is_refused(tmp_path):
+    X, y = data()
+    path = str(tmp_path / "data.zarr")
+    group = zarr.open_group(path, mode="w")
+    group.create_array("X", data=X, chunks=(CHUNK, N), attributes={"missing_value": -9999.0})
+    group.create_array("y", data=y, chunks=(CHUNK,))
+    group["X"][7, 1] = -9999.0
+    result = CliRunner().invoke(main, ["train", path, "--model", str(tmp_path / "model")])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"dlr: error: array 'X' holds a missing value (missing_value -9999.0) in '{path}', "
+        "chunk 0 (samples 0–49): first at sample 7; dlr does not train on missing values: fill "
+        "or drop them first\n"
+    )
+
+
+def test_unpacked_xarray_data_keeps_the_plain_read_path(tmp_path):
+    """xarray's default _FillValue (NaN, for floats) flags nothing: no decoding step."""
+    X, y = data()
+    path = str(tmp_path / "data.zarr")
+    xarray_dataset(path, X, y)
+    assert zarr.open_group(path)["X"].attrs["_FillValue"] == "AAAAAAAA+H8="  # NaN, in base64
+    ds = open_dataset(path)
+    assert ds.packings == (None, None, None) and ds.decoders[0] is not None
+
+
+def test_info_says_how_packed_features_decode(tmp_path):
+    X, y = data()
+    path = str(tmp_path / "data.zarr")
+    xarray_packed(path, X, y, PACKINGS["int16-scale-offset"])
+    result = CliRunner().invoke(main, ["info", path])
+    assert result.exit_code == 0, result.output
+    assert (
+        "packed    CF: int16 × scale_factor 0.001 + add_offset 0.5 → float64, decoded as xarray "
+        "does\ndecoded   0.0 MB of features" in result.stdout
+    )
