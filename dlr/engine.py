@@ -165,16 +165,8 @@ class Engine:
             return {None: list(range(src.n_chunks))}
         sizes = [src.chunk_nbytes(i) for i in range(src.n_chunks)]
         largest = max(range(src.n_chunks), key=sizes.__getitem__)
-        s, e = src.bounds[largest]
-        chunk = f"chunk {largest} of {src.origin} (samples {s}–{e - 1})"
-        if self.client is None:
-            rooms = {None: (memory_room(), local_threads(self.get))}
-        else:
-            rooms = dict(sorted(self.client.run(worker_room).items()))
-        left = {
-            w: check_streaming_fits(room, sizes[largest], threads, chunk, w or "")
-            for w, (room, threads) in rooms.items()
-        }
+        rooms = rooms_of(self.get)
+        left = streaming_left(src, rooms, "train")
         if budget == "auto":
             capacity = {w: auto_budget(b) for w, b in left.items()}
         else:  # an explicit size is the total over the workers
@@ -357,6 +349,38 @@ class Engine:
             "it probably needs more memory than a worker has: store the data in smaller chunks "
             "(dlr make-data --chunk-samples, or rechunk) or give the workers more memory"
         )
+
+
+def rooms_of(get) -> dict:
+    """{worker: (Room, threads)} of the scheduler ``get``: this process (worker None) on a
+    local scheduler, every worker of a distributed one (see :mod:`dlr.memory`)."""
+    client = client_of(get)
+    if client is None:
+        return {None: (memory_room(), local_threads(get))}
+    return dict(sorted(client.run(worker_room).items()))
+
+
+def streaming_left(source: Source, rooms: dict, task: str) -> dict:
+    """{worker: bytes left} after streaming ``source``'s largest chunk on every thread of each
+    of ``rooms`` (see :func:`rooms_of`); a :class:`DlrError` naming the chunk if that does not
+    fit. ``task`` ("train", "predict", "evaluate") is what the error says cannot run."""
+    sizes = [source.chunk_nbytes(i) for i in range(source.n_chunks)]
+    largest = max(range(source.n_chunks), key=sizes.__getitem__)
+    s, e = source.bounds[largest]
+    chunk = f"chunk {largest} of {source.origin} (samples {s}–{e - 1})"
+    return {
+        w: check_streaming_fits(room, sizes[largest], threads, chunk, w or "", task=task)
+        for w, (room, threads) in rooms.items()
+    }
+
+
+def check_fits(source: Source, task: str, get=None) -> None:
+    """Before a pass that streams every chunk of ``source`` (``task``: "predict" or
+    "evaluate"), raise a :class:`DlrError` naming the chunk if streaming it on every thread
+    would not fit in memory, here or on any worker of the active scheduler — the check
+    training makes before its first pass. In-memory input needs none."""
+    if not source.in_memory:
+        streaming_left(source, rooms_of(get or current_get()), task)
 
 
 def local_threads(get) -> int:

@@ -253,11 +253,14 @@ def streaming_bytes(chunk_nbytes: int, threads: int) -> int:
     return STREAM_FACTOR * chunk_nbytes * threads
 
 
-def check_streaming_fits(room: Room, chunk_nbytes: int, threads: int, chunk: str, where: str):
+def check_streaming_fits(
+    room: Room, chunk_nbytes: int, threads: int, chunk: str, where: str, *, task: str = "train"
+):
     """Bytes left after streaming; a :class:`DlrError` naming the chunk size, the limit and what
     to do if streaming alone would not fit (the process's own use is already in ``room``).
 
-    ``chunk`` names the largest chunk, ``where`` the process or worker (``""`` for this one).
+    ``chunk`` names the largest chunk, ``where`` the process or worker (``""`` for this one),
+    ``task`` what cannot run ("train", "predict", "evaluate").
     """
     need = streaming_bytes(chunk_nbytes, threads)
     if need <= room.free:
@@ -274,7 +277,7 @@ def check_streaming_fits(room: Room, chunk_nbytes: int, threads: int, chunk: str
         )
         fewer = ", use fewer threads (DASK_NUM_WORKERS=1)" if threads > 1 and not where else ""
     raise DlrError(
-        f"not enough memory to train{at}: {problem}; store the data in smaller chunks "
+        f"not enough memory to {task}{at}: {problem}; store the data in smaller chunks "
         f"(dlr make-data --chunk-samples, or rechunk){fewer}, or raise the memory limit"
     )
 

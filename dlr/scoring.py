@@ -16,7 +16,7 @@ from zarr.codecs import Crc32cCodec
 
 from dlr import auc
 from dlr.atomic import staged_url
-from dlr.engine import run_graph, sum_in_order
+from dlr.engine import check_fits, run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
 from dlr.numerics import cross_entropy, sigmoid, softmax
@@ -83,7 +83,10 @@ def write_probabilities(
 
     Every chunk task runs to its end, catching its own error, before the first error in chunk
     order is raised: so no write is still in flight when the temporary output is removed.
+    Refused before anything runs if streaming a chunk would not fit in memory (see
+    :func:`dlr.engine.check_fits`).
     """
+    check_fits(source, "predict")
     k = theta.shape[0]
     c = source.bounds[0][1] - source.bounds[0][0]
     token = uuid.uuid4().hex[:10]

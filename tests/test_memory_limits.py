@@ -18,11 +18,16 @@ import time
 import uuid
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
-from dlr.dataset import create_arrays
+import dlr
+from dlr import scoring
+from dlr.cli import main
+from dlr.dataset import create_arrays, open_dataset
 from dlr.engine import place_chunks
 from dlr.errors import DlrError
 from dlr.memory import (
@@ -34,6 +39,8 @@ from dlr.memory import (
     parse_size,
     workers_memory_limit,
 )
+from dlr.sources import from_dataset
+from tests.test_bad_input import assert_nothing_published
 
 DLR_SCRIPT = str(Path(sys.executable).parent / "dlr")
 V1_ROOT = Path("/sys/fs/cgroup/memory")
@@ -198,6 +205,34 @@ def test_workers_share_a_cgroup_limit_but_not_the_hosts():
     assert workers_memory_limit(2, cgroup) == 400 * MB
     host = Room(free=1000 * MB, limit=1500 * MB, kind="host", why="the host")
     assert workers_memory_limit(2, host) is None
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predicting_or_evaluating_what_cannot_fit_is_refused_before_it_starts(
+    tmp_path, monkeypatch, command
+):
+    data, model = tmp_path / "data.zarr", tmp_path / "model"
+    tiled_dataset(data, 4000, 16, 1000)  # chunks of 1000 × (16 × 4 + 16) bytes decoded
+    dlr.LogisticRegression().fit(str(data)).save(str(model))
+    why = "the cgroup v1 memory limit of 300 MB (/sys/fs/cgroup/memory/job, 200 MB in use)"
+    room = Room(free=100_000, limit=300 * MB, kind="cgroup", why=why)
+    monkeypatch.setattr("dlr.engine.memory_room", lambda: room)
+    expected = (
+        f"not enough memory to {command}: streaming chunk 0 of '{data}' (samples 0–999) (80 kB "
+        f"decoded) on 2 threads needs about 480 kB (3× the chunk per thread), but {why} leaves "
+        "100 kB; store the data in smaller chunks (dlr make-data --chunk-samples, or rechunk), "
+        "use fewer threads (DASK_NUM_WORKERS=1), or raise the memory limit"
+    )
+    out = ["--out", str(tmp_path / "p.zarr")] if command == "predict" else []
+    with dask.config.set(num_workers=2):
+        result = CliRunner().invoke(main, [command, str(model), str(data), *out])
+        assert result.exit_code == 1 and result.stderr == f"dlr: error: {expected}\n"
+        if command == "predict":
+            source = from_dataset(open_dataset(str(data), y=None))
+            with pytest.raises(DlrError) as e:
+                scoring.write_probabilities(source, dlr.load(str(model)).theta_, out[1])
+            assert str(e.value) == expected
+            assert_nothing_published(tmp_path, "p.zarr")
 
 
 @pytest.mark.parametrize(
