@@ -483,8 +483,9 @@ def _model_and_data(model_path: str, data: str, options: dict | None, *, x: str,
 @click.option(
     "--out",
     required=True,
-    help="zarr array for the probabilities, chunked like DATA: (m,) P(second class) for two "
-    "classes, (m, K) otherwise.",
+    help="zarr group for the probabilities, which xarray.open_zarr reads: variable "
+    "'probability' chunked like DATA, (m,) P(second class) for two classes, (m, K) with a "
+    "'class' coordinate otherwise.",
 )
 @with_arrays(labels=False)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists.")
@@ -498,26 +499,19 @@ def predict(model_path, data, out, x_name, overwrite, scheduling, storage_option
 
     options = _storage_options(storage_option)
     model, source = _model_and_data(model_path, data, options, x=x_name, y=None)
-    classes = np.asarray(model.classes_).tolist()
-    what = f"P(y={classes[1]})" if len(classes) == 2 else "P(y=class) per column"
-    attrs = {
-        "dlr": {
-            "what": what,
-            "classes": classes,
-            "model": str(model_path),
-            "data": source.fingerprint,
-        }
-    }
+    classes = np.asarray(model.classes_)
     with _scheduler_for(scheduling, data, options, (x_name,)):
         scoring.write_probabilities(
             source,
             model.theta_,
             out,
+            classes=classes,
             overwrite=overwrite,
             storage_options=options,
-            attributes=attrs,
+            attributes={"model": str(model_path), "data": source.fingerprint},
         )
-    click.echo(f"wrote {out}: {what} for {source.n_samples} samples")
+    what = f"P(y={classes[1]})" if len(classes) == 2 else f"P(y=class), classes {classes.tolist()}"
+    click.echo(f"wrote {out}: {scoring.PROBABILITY} = {what} for {source.n_samples} samples")
 
 
 @main.command()

@@ -7,6 +7,7 @@ task) through the active dask scheduler; features are validated as they are read
 """
 
 import uuid
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -15,7 +16,8 @@ from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import Crc32cCodec
 
 from dlr import auc
-from dlr.atomic import staged_url
+from dlr.atomic import is_local, staged_url
+from dlr.dataset import ALL_CHUNKS_STORED
 from dlr.engine import check_fits, run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
@@ -68,41 +70,81 @@ def _write_task(x, theta, samples_first, context, arr):
     return None
 
 
+#: The prediction output's variable, and its class coordinate (multinomial models).
+PROBABILITY = "probability"
+CLASS = "class"
+
+
 def write_probabilities(
     source: Source,
     theta: np.ndarray,
     out: str,
     *,
+    classes=None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     attributes: dict | None = None,
 ) -> None:
-    """Write predicted probabilities as a zarr array at ``out``, chunked like the input: (m,)
-    P(second class) for a binary model, (m, K) for a multinomial one. Written under a temporary
-    name and renamed when complete (local paths).
+    """Write predicted probabilities as a zarr group at ``out`` that ``xarray.open_zarr`` opens
+    as a Dataset (zarr v3, dimension names, consolidated metadata).
 
-    Every chunk task runs to its end, catching its own error, before the first error in chunk
-    order is raised: so no write is still in flight when the temporary output is removed.
+    Its variable ``probability`` (float64) is chunked like the input: (m,) along ``sample``,
+    P(second class), for a binary model; (m, K) along (``sample``, ``class``) for a multinomial
+    one, whose coordinate ``class`` (K,) holds the ``classes`` (default 0..K−1). Every array
+    records that all its chunks are stored (``dlr.all_chunks_stored``); ``attributes`` go into
+    the group's ``dlr`` attribute, with the classes and what the probabilities are.
+
     Refused before anything runs if streaming a chunk would not fit in memory (see
-    :func:`dlr.engine.check_fits`).
+    :func:`dlr.engine.check_fits`). Written under a temporary name and renamed when complete
+    (local paths). Every chunk task runs to its end, catching its own error, before the first
+    error in chunk order is raised: so no write is still in flight when the temporary output is
+    removed.
     """
     check_fits(source, "predict")
     k = theta.shape[0]
+    classes = np.asarray(np.arange(max(k, 2)) if classes is None else classes)
     c = source.bounds[0][1] - source.bounds[0][0]
     token = uuid.uuid4().hex[:10]
+    what = f"P(y={classes[1]})" if k == 1 else "P(y=class)"
+    stored = {"dlr": {ALL_CHUNKS_STORED: True}}
     try:
         with staged_url(out, overwrite=overwrite, storage_options=storage_options) as target:
-            arr = zarr.create_array(
-                store=target,
+            options = None if is_local(target) else storage_options
+            group = zarr.open_group(target, mode="w", zarr_format=3, storage_options=options)
+            group.attrs["dlr"] = {
+                "format": "dlr-predictions",
+                "what": what,
+                "classes": classes.tolist(),
+                **(attributes or {}),
+            }
+            arr = group.create_array(
+                PROBABILITY,
                 shape=(source.n_samples,) if k == 1 else (source.n_samples, k),
                 chunks=(c,) if k == 1 else (c, k),
                 dtype="float64",
-                dimension_names=("sample",) if k == 1 else ("sample", "class"),
+                fill_value=np.nan,
+                dimension_names=("sample",) if k == 1 else ("sample", CLASS),
                 compressors=[Crc32cCodec()],
-                attributes=attributes or {},
-                storage_options=storage_options,
+                attributes={"long_name": what, **stored},
                 config={"write_empty_chunks": True},
             )
+            if k > 1:
+                text = classes.dtype.kind in "USO"  # string labels: zarr's variable-length strings
+                labels = group.create_array(
+                    CLASS,
+                    shape=(k,),
+                    dtype=str if text else classes.dtype,
+                    dimension_names=(CLASS,),
+                    compressors=[Crc32cCodec()],
+                    attributes=stored,
+                    config={"write_empty_chunks": True},
+                )
+                labels[:] = classes.astype(str) if text else classes
+            with warnings.catch_warnings():
+                # zarr warns that v3 has no consolidated metadata in its specification yet;
+                # xarray reads it (and warns when it is absent)
+                warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+                zarr.consolidate_metadata(group.store_path.store, group.store_path.path)
             keys = [(f"dlr-predict-{token}", i) for i in range(source.n_chunks)]
             dsk = dict(source.x.graph)
             for i, key in enumerate(keys):

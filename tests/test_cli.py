@@ -188,7 +188,7 @@ def test_evaluate_prints_scores_confusion_matrix_and_calibration(run):
 def test_predict_writes_probabilities_chunked_like_the_input(run):
     out = str(run["root"] / "proba.zarr")
     dlr_ok("predict", run["model"], run["data"], "--out", out)
-    written = zarr.open_array(out, mode="r")
+    written = zarr.open_group(out, mode="r")["probability"]
     assert written.shape == (N_SAMPLES,)
     assert written.chunks == (CHUNK,)
     assert written.dtype == np.float64
@@ -207,7 +207,7 @@ def test_predict_refuses_an_existing_output_unless_overwrite(run, tmp_path):
     assert zarr.open_array(out, mode="r").shape == (3,)
 
     dlr_ok("predict", run["model"], run["data"], "--out", out, "--overwrite")
-    assert zarr.open_array(out, mode="r").shape == (N_SAMPLES,)
+    assert zarr.open_group(out, mode="r")["probability"].shape == (N_SAMPLES,)
     assert [p.name for p in tmp_path.iterdir()] == ["proba.zarr"]
 
 

@@ -194,7 +194,7 @@ def test_predict_writes_m_by_k_probabilities_for_a_multiclass_model(
     out = tmp_path / "proba.zarr"
     result = cli("predict", path, data["three"], "--out", out)
     assert result.exit_code == 0, result.output
-    written = zarr.open_array(str(out), mode="r")
+    written = zarr.open_group(str(out), mode="r")["probability"]
     assert written.shape == (600, 3) and written.chunks[0] == CHUNK
     np.testing.assert_allclose(written[:], model.predict_proba(data["X3"]), rtol=0, atol=1e-12)
     np.testing.assert_allclose(written[:].sum(axis=1), 1.0)

@@ -107,9 +107,9 @@ def test_training_predicting_and_evaluating_on_s3_match_the_local_copy(copies, t
     out = remote.replace("data.zarr", "proba.zarr")
     dlr_ok("predict", model, remote, "--out", out, *options)
     dlr_ok("predict", model, local, "--out", tmp_path / "proba.zarr")
-    from_s3 = zarr.open_array(out, mode="r", storage_options=copies["storage"])[:]
+    from_s3 = zarr.open_group(out, mode="r", storage_options=copies["storage"])["probability"]
     np.testing.assert_array_equal(
-        from_s3, zarr.open_array(str(tmp_path / "proba.zarr"), mode="r")[:]
+        from_s3[:], zarr.open_group(str(tmp_path / "proba.zarr"), mode="r")["probability"][:]
     )
 
     remote_metrics = json.loads(dlr_ok("evaluate", model, remote, "--json", *options))
