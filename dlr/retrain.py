@@ -30,7 +30,7 @@ import fsspec
 import numpy as np
 
 from dlr import __version__, scoring
-from dlr.curves import score_histograms
+from dlr.curves import BINS as CURVE_BINS
 from dlr.dataset import open_dataset
 from dlr.drift import drift
 from dlr.errors import DlrError
@@ -294,23 +294,23 @@ class _Run:
             "pinned": from_dataset(open_dataset(cfg.holdout, storage_options=self.storage_options)),
             "fresh": holdout_source(reg, new) if sum(s.holdout_rows for s in new) else None,
         }
-        models = {"candidate": model, "champion": champion}
+        thetas = {"candidate": model.theta_} | ({"champion": champion.theta_} if champion else {})
         metrics = {"candidate": {}, "champion": {} if champion else None}
         curves = {}
         for name, source in holdouts.items():
-            if source is None:
-                metrics["candidate"][name] = None
-                if champion:
-                    metrics["champion"][name] = None
-                continue
-            model._check_features(source)
-            for who, m in models.items():
-                if m is not None:
-                    metrics[who][name] = scoring.evaluate(source, m.theta_, classes)
-            thetas = {who: m.theta_ for who, m in models.items() if m is not None}
-            counts = score_histograms(source, list(thetas.values()), classes)
-            if counts is not None:
-                curves[name] = dict(zip(thetas, counts, strict=True))
+            results = [None] * len(thetas)
+            if source is not None:
+                model._check_features(source)
+                # both models in the same passes: one read of the holdout, plus the AUC's
+                # refinement pass if a model needs one
+                results = scoring.evaluate_many(
+                    source, list(thetas.values()), classes, curve_bins=CURVE_BINS
+                )
+            for who, result in zip(thetas, results, strict=True):
+                counts = result.pop("score_counts", None) if result else None
+                metrics[who][name] = result
+                if counts is not None:
+                    curves.setdefault(name, {})[who] = counts
         self._timed("evaluate", started)
         started = time.perf_counter()
         shift = None

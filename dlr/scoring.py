@@ -15,7 +15,7 @@ import zarr
 from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import Crc32cCodec
 
-from dlr import auc
+from dlr import auc, curves
 from dlr.atomic import is_local, staged_url
 from dlr.dataset import ALL_CHUNKS_STORED
 from dlr.engine import check_fits, run_graph, sum_in_order
@@ -191,12 +191,24 @@ def _targets(y, classes, context) -> np.ndarray:
     return targets
 
 
-def _eval_task(x, y, theta, classes, samples_first, context, partitions):
-    z = _logits_task(x, theta, samples_first, context)
-    targets = _targets(y, classes, context)
+def _chunk_logits(x, thetas, wanted, samples_first, context) -> list:
+    """Logits of the chunk under each ``thetas[j]`` that is ``wanted[j]`` (None for the others);
+    the features are validated once, by the first."""
+    out, check = [], context
+    for theta, want in zip(thetas, wanted, strict=True):
+        if not want:
+            out.append(None)
+            continue
+        out.append(chunk_logits(x, theta, samples_first=samples_first, check=check))
+        check = None
+    return out
+
+
+def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
+    """One model's sums over a chunk (loss, confusion, calibration, optionally the score
+    counts of :func:`dlr.curves.chunk_counts`) and its probabilities (m_c, K)."""
     p = probabilities(z)
     predicted = p.argmax(axis=1)
-    k = len(classes)
     confusion = np.zeros((k, k))
     np.add.at(confusion, (targets, predicted), 1)
     top = p[:, 1] if k == 2 else p.max(axis=1)
@@ -209,18 +221,51 @@ def _eval_task(x, y, theta, classes, samples_first, context, partitions):
         "confusion": confusion,
         "calibration": calibration,
     }
-    return parts, _histograms(_auc_scores(z, p, targets, k), partitions)
+    if curve_bins and k == 2:
+        parts["score_counts"] = curves.chunk_counts(p[:, 1], targets == 1, curve_bins)
+    return parts, p
 
 
-def _auc_task(x, y, theta, classes, samples_first, context, partitions):
-    """A refinement pass over a chunk: only the histograms of the problems still refined."""
-    z = _logits_task(x, theta, samples_first, context)
+def _eval_task(x, y, thetas, classes, samples_first, context, partitions, curve_bins):
+    """The first pass over a chunk, read once for every model: (each model's sums, the AUC
+    histograms of every (model, problem), model-major)."""
+    zs = _chunk_logits(x, thetas, [True] * len(thetas), samples_first, context)
     targets = _targets(y, classes, context)
-    return _histograms(_auc_scores(z, probabilities(z), targets, len(classes)), partitions)
+    k = len(classes)
+    per_model = len(partitions) // len(thetas)
+    sums, histograms = [], []
+    for j, z in enumerate(zs):
+        parts, p = _sums(z, targets, k, curve_bins)
+        sums.append(parts)
+        mine = partitions[j * per_model : (j + 1) * per_model]
+        histograms += _histograms(_auc_scores(z, p, targets, k), mine)
+    return sums, histograms
+
+
+def _auc_task(x, y, thetas, classes, samples_first, context, partitions):
+    """A refinement pass over a chunk: only the histograms of the problems still refined, and
+    only the logits of the models that have such a problem."""
+    k = len(classes)
+    per_model = len(partitions) // len(thetas)
+    mine = [partitions[j * per_model : (j + 1) * per_model] for j in range(len(thetas))]
+    wanted = [any(part is not None for part in parts) for parts in mine]
+    zs = _chunk_logits(x, thetas, wanted, samples_first, context)
+    targets = _targets(y, classes, context)
+    histograms = []
+    for z, parts in zip(zs, mine, strict=True):
+        if z is None:
+            histograms += parts
+        else:
+            histograms += _histograms(_auc_scores(z, probabilities(z), targets, k), parts)
+    return histograms
 
 
 def _item(value, i):
     return value[i]
+
+
+def _model_sums(value, j):
+    return value[0][j]
 
 
 def _merge_histograms(*per_chunk: list) -> list:
@@ -256,43 +301,80 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
     value (at most :data:`dlr.auc.TARGET` = 1e-6 unless :data:`dlr.auc.MAX_PASSES` were not
     enough; see :mod:`dlr.auc`), and ``roc_auc_passes`` says how many passes it took.
     """
+    return evaluate_many(source, [theta], classes)[0]
+
+
+def evaluate_many(
+    source: Source, thetas: list[np.ndarray], classes: np.ndarray, *, curve_bins: int = 0
+) -> list[dict]:
+    """:func:`evaluate` of several models (each theta (k, n + 1)) sharing the passes: each chunk
+    is read once per pass and every model's sums and histograms come from that read.
+
+    Each model's dict is the one :func:`evaluate` returns for it alone, bit for bit. The first
+    pass serves every model; a refinement pass computes only the models whose AUC bound still
+    needs one (so it costs a pass over the data if any does). With ``curve_bins`` and two
+    classes, each dict also holds ``score_counts`` (2, curve_bins) int64: the model's
+    negatives and positives per equal-width bin of P(y = classes[1]) (see :mod:`dlr.curves`),
+    counted in the first pass.
+    """
     if source.y is None:
         raise DataError(f"{source.origin} has no labels; evaluation needs y")
+    thetas = list(thetas)
+    if not thetas:
+        return []
     token = uuid.uuid4().hex[:10]
     k = len(classes)
     problems = 1 if k == 2 else k
-    partitions = [auc.Partition.initial()] * problems
-    results, passes = [None] * problems, 0
+    partitions = [auc.Partition.initial()] * (problems * len(thetas))
+    results, passes, done = [None] * len(partitions), [0] * len(thetas), 0
     sums = None
     while True:
-        passes += 1
+        done += 1
+        for j in range(len(thetas)):
+            if any(part is not None for part in partitions[j * problems : (j + 1) * problems]):
+                passes[j] = done
         dsk = dict(source.graph)
-        part_key = (f"dlr-auc-partitions-{token}", passes)
+        part_key = (f"dlr-auc-partitions-{token}", done)
         dsk[part_key] = partitions  # one object in the graph, not a copy in every task
-        keys = [(f"dlr-eval-{token}-{passes}", i) for i in range(source.n_chunks)]
-        task = _eval_task if sums is None else _auc_task
+        keys = [(f"dlr-eval-{token}-{done}", i) for i in range(source.n_chunks)]
         for i, key in enumerate(keys):
             x, y, _ = source.exprs(i)
-            dsk[key] = (task, x, y, theta, classes, source.samples_first, source.context(i))
-            dsk[key] += (part_key,)
+            dsk[key] = (_eval_task if sums is None else _auc_task, x, y, thetas, classes)
+            dsk[key] += (source.samples_first, source.context(i), part_key)
+            if sums is None:
+                dsk[key] += (curve_bins,)
         if sums is None:
-            sums_key = (f"dlr-eval-sums-{token}", passes)
-            dsk[sums_key] = (sum_in_order, [(_item, key, 0) for key in keys])
-            leaves = [(f"dlr-eval-hist-{token}-{passes}", i) for i in range(source.n_chunks)]
+            sums_keys = [(f"dlr-eval-sums-{token}", j) for j in range(len(thetas))]
+            for j, sums_key in enumerate(sums_keys):
+                dsk[sums_key] = (sum_in_order, [(_model_sums, key, j) for key in keys])
+            leaves = [(f"dlr-eval-hist-{token}-{done}", i) for i in range(source.n_chunks)]
             for leaf, key in zip(leaves, keys, strict=True):
                 dsk[leaf] = (_item, key, 1)
-            root = _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{passes}")
-            sums, histograms = run_graph(dsk, [sums_key, root])
+            root = _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{done}")
+            *sums, histograms = run_graph(dsk, [*sums_keys, root])
         else:
-            (histograms,) = run_graph(dsk, [_merge_tree(dsk, keys, f"dlr-auc-{token}-{passes}")])
+            (histograms,) = run_graph(dsk, [_merge_tree(dsk, keys, f"dlr-auc-{token}-{done}")])
         for c, histogram in enumerate(histograms):
             if histogram is not None:
                 results[c] = auc.auc_and_bound(histogram)
-                refine = results[c][1] > auc.TARGET and passes < auc.MAX_PASSES
+                refine = results[c][1] > auc.TARGET and done < auc.MAX_PASSES
                 partitions[c] = auc.refine(histogram) if refine else None
         if all(part is None for part in partitions):
             break
-    m = source.n_samples
+    return [
+        _metrics(
+            source.n_samples,
+            sums[j],
+            results[j * problems : (j + 1) * problems],
+            passes[j],
+            classes,
+        )
+        for j in range(len(thetas))
+    ]
+
+
+def _metrics(m: int, sums: dict, results: list, passes: int, classes: np.ndarray) -> dict:
+    """One model's metrics (the keys of :func:`evaluate`) from its sums and AUC results."""
     confusion = sums["confusion"].astype(np.int64)
     calibration = sums["calibration"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -308,7 +390,7 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
     aucs = np.array([r[0] for r in results])
     bounds = np.array([r[1] for r in results])
     defined = ~np.isnan(aucs)
-    return {
+    metrics = {
         "n_samples": m,
         "log_loss": float(sums["loss"]) / m,
         "accuracy": float(np.trace(confusion)) / m,
@@ -319,6 +401,9 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
         "confusion_matrix": confusion.tolist(),
         "calibration": table,
     }
+    if "score_counts" in sums:
+        metrics["score_counts"] = sums["score_counts"].astype(np.int64)
+    return metrics
 
 
 def report(metrics: dict) -> str:

@@ -1,45 +1,16 @@
-"""The run report: binned score histograms (one pass), report.json and a self-contained HTML."""
+"""The run report: report.json and a self-contained HTML (the binned score histograms it draws
+its ROC curves from are tested with dlr.scoring.evaluate_many)."""
 
 import json
 import math
 import re
 
-import numpy as np
-
 from dlr import scoring
-from dlr.curves import roc_points, score_histograms
 from dlr.dataset import open_dataset
 from dlr.estimator import LogisticRegression
 from dlr.gate import decide, parse_gate
-from dlr.numerics import sigmoid
 from dlr.report import summary, write_report
 from dlr.sources import from_dataset
-from tests.conftest import load_arrays
-
-
-def test_score_histograms_count_each_class_per_bin_for_several_models(dataset):
-    path = dataset(503, 4, 64)
-    source = from_dataset(open_dataset(path))
-    a = LogisticRegression(solver="newton").fit(path)
-    b = np.zeros((1, 5))
-    counts = score_histograms(source, [a.theta_, b], np.array([0, 1]), bins=20)
-    X, Y = load_arrays(path)
-    y = Y[0] == 1
-    for i, theta in enumerate([a.theta_, b]):
-        p = sigmoid(theta[0, :-1] @ X + theta[0, -1])
-        bins = np.minimum((p * 20).astype(int), 19)
-        np.testing.assert_array_equal(counts[i, 0], np.bincount(bins[~y], minlength=20))
-        np.testing.assert_array_equal(counts[i, 1], np.bincount(bins[y], minlength=20))
-    # the ROC through the bin edges bounds the exact AUC within the ties the binning makes
-    fpr, tpr = roc_points(counts[0])
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
-    exact = scoring.evaluate(source, a.theta_, a.classes_)["roc_auc"]
-    assert abs(np.trapezoid(tpr, fpr) - exact) < 0.01
-
-
-def test_score_histograms_are_not_drawn_for_more_than_two_classes(dataset):
-    source = from_dataset(open_dataset(dataset(50, 2, 20)))
-    assert score_histograms(source, [np.zeros((3, 3))], np.array([0, 1, 2])) is None
 
 
 def record(metrics, curves):
@@ -87,8 +58,8 @@ def test_the_report_is_strict_json_and_a_self_contained_page(dataset, tmp_path):
     path = dataset(203, 3, 50)
     source = from_dataset(open_dataset(path))
     model = LogisticRegression(solver="newton").fit(path)
-    metrics = scoring.evaluate(source, model.theta_, model.classes_)
-    curves = score_histograms(source, [model.theta_], model.classes_)[0]
+    (metrics,) = scoring.evaluate_many(source, [model.theta_], model.classes_, curve_bins=200)
+    curves = metrics.pop("score_counts")
     rec = record(metrics, curves)
     run = tmp_path / "runs" / "20261201T0000Z"
     write_report(str(run), rec)

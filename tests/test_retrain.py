@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 import dlr
+from dlr import sources
 from dlr.cli import main
+from dlr.decode import read_block
 from dlr.demo_retrain import run_retrain_demo, write_batch, write_holdout
 from dlr.errors import DlrError
 from dlr.estimator import LogisticRegression
@@ -206,6 +209,31 @@ def test_manual_promotion_only_sets_the_challenger(days):
     outcome = days.retrain("day-2", promote="manual")
     assert (outcome.exit_code, outcome.decision) == (PROMOTED, "challenger")
     assert days.registry.aliases() == {"champion": 1, "challenger": 2}
+
+
+def test_candidate_and_champion_share_each_read_of_the_holdouts(days, monkeypatch):
+    """Each holdout chunk is read once for both models (metrics and ROC curves), plus once in
+    the AUC's refinement pass if either model needs it: not once per model."""
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    fresh = days.registry.spans()[-1].holdout_url
+    reads = []
+
+    def counting_read(arr, samples_first, start, stop, origin, chunk, *rest):
+        reads.append((os.path.realpath(str(arr.store_path).removeprefix("file://")), chunk))
+        return read_block(arr, samples_first, start, stop, origin, chunk, *rest)
+
+    monkeypatch.setattr(sources, "read_block", counting_read)
+    outcome = days.retrain("day-2")
+    metrics, curves = outcome.record["metrics"], outcome.record["curves"]
+    for holdout, url in (("pinned", days.holdout), ("fresh", fresh)):
+        assert set(curves[holdout]) == {"candidate", "champion"}
+        passes = max(metrics[who][holdout]["roc_auc_passes"] for who in ("candidate", "champion"))
+        assert passes in (1, 2)
+        x = os.path.join(os.path.realpath(url), "X")
+        per_chunk = Counter(chunk for path, chunk in reads if path == x)
+        assert per_chunk and set(per_chunk.values()) == {passes}, (holdout, per_chunk)
 
 
 def test_a_different_holdout_is_refused_unless_repinned(days, tmp_path):
