@@ -68,13 +68,13 @@ def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -
     """Sparse counts of one chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool: (bin
     numbers (b,) sorted, positives (b,), negatives (b,), smallest key (b,), largest key (b,))."""
     b = partition.bins(k)
-    order = np.argsort(b, kind="stable")
+    order = np.argsort(b)  # the order within a bin does not matter: sums, smallest, largest
     b, k, positive = b[order], k[order], positive[order]
     return _collapse(b, positive.astype(np.int64), (~positive).astype(np.int64), k, k)
 
 
 def _collapse(b, pos, neg, lo, hi) -> tuple:
-    """Entries sorted by bin (and, within a bin, by key) → one entry per bin."""
+    """Entries sorted by bin (in any order within a bin) → one entry per bin."""
     if b.size == 0:
         return b, pos, neg, lo, hi
     starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
@@ -90,7 +90,7 @@ def _collapse(b, pos, neg, lo, hi) -> tuple:
 def merge(*parts: tuple) -> tuple:
     """Sum sparse histograms (exact integer counts, so the order of merging does not matter)."""
     b, pos, neg, lo, hi = (np.concatenate(column) for column in zip(*parts, strict=True))
-    order = np.argsort(b, kind="stable")
+    order = np.argsort(b)
     return _collapse(b[order], pos[order], neg[order], lo[order], hi[order])
 
 

@@ -209,13 +209,18 @@ def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
     counts of :func:`dlr.curves.chunk_counts`) and its probabilities (m_c, K)."""
     p = probabilities(z)
     predicted = p.argmax(axis=1)
-    confusion = np.zeros((k, k))
-    np.add.at(confusion, (targets, predicted), 1)
+    confusion = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
     top = p[:, 1] if k == 2 else p.max(axis=1)
     hit = (targets == 1) if k == 2 else (predicted == targets)
     bins = np.minimum((top * CALIBRATION_BINS).astype(np.intp), CALIBRATION_BINS - 1)
-    calibration = np.zeros((CALIBRATION_BINS, 3))
-    np.add.at(calibration, bins, np.stack([np.ones_like(top), top, hit], axis=1))
+    calibration = np.stack(
+        [
+            np.bincount(bins, minlength=CALIBRATION_BINS),
+            np.bincount(bins, weights=top, minlength=CALIBRATION_BINS),
+            np.bincount(bins, weights=hit, minlength=CALIBRATION_BINS),
+        ],
+        axis=1,
+    )
     parts = {
         "loss": np.array(cross_entropy(z, targets).sum()),
         "confusion": confusion,

@@ -5,6 +5,7 @@ pass for all of them; the score counts of the report's ROC curves come from the 
 import numpy as np
 import pytest
 import zarr
+from sklearn.metrics import confusion_matrix
 
 from dlr import auc, scoring, sources
 from dlr.curves import chunk_counts, roc_points
@@ -132,3 +133,24 @@ def test_a_label_the_models_do_not_know_names_its_sample(tmp_path):
     source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, 100)))
     with pytest.raises(Exception, match="label 7 at sample 123"):
         scoring.evaluate_many(source, thetas, np.arange(2))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_confusion_matrix_and_reliability_table_count_every_sample(tmp_path, n_classes):
+    X, y, thetas = problem(n_classes, m=1000)
+    source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, 128)))
+    metrics = scoring.evaluate_many(source, thetas[:2], np.arange(n_classes))
+    for theta, m in zip(thetas[:2], metrics, strict=True):
+        z = X @ theta[:, :-1].T + theta[:, -1]
+        p = scoring.probabilities(z[:, 0] if n_classes == 2 else z)
+        predicted = p.argmax(axis=1)
+        assert m["confusion_matrix"] == confusion_matrix(y, predicted).tolist()
+        top = p[:, 1] if n_classes == 2 else p.max(axis=1)
+        hit = (y == 1) if n_classes == 2 else (predicted == y)
+        bins = np.minimum((top * 10).astype(int), 9)
+        for b, row in enumerate(m["calibration"]):
+            inside = bins == b
+            assert row["count"] == inside.sum()
+            if inside.any():
+                assert row["mean_predicted"] == pytest.approx(top[inside].mean(), rel=1e-12)
+                assert row["observed"] == pytest.approx(hit[inside].mean(), rel=1e-12)
