@@ -526,12 +526,10 @@ def evaluate(model_path, data, x_name, y_name, as_json, scheduling, storage_opti
     import numpy as np
 
     from dlr import scoring
-    from dlr.engine import check_fits
 
     options = _storage_options(storage_option)
     model, source = _model_and_data(model_path, data, options, x=x_name, y=y_name)
     with _scheduler_for(scheduling, data, options, (x_name, y_name)):
-        check_fits(source, "evaluate")
         metrics = scoring.evaluate(source, model.theta_, np.asarray(model.classes_))
     if as_json:
         click.echo(json.dumps(metrics))

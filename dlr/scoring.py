@@ -320,13 +320,15 @@ def evaluate_many(
     needs one (so it costs a pass over the data if any does). With ``curve_bins`` and two
     classes, each dict also holds ``score_counts`` (2, curve_bins) int64: the model's
     negatives and positives per equal-width bin of P(y = classes[1]) (see :mod:`dlr.curves`),
-    counted in the first pass.
+    counted in the first pass. A chunk that cannot be streamed in the memory there is is
+    refused before the first pass (:func:`dlr.engine.check_fits`).
     """
     if source.y is None:
         raise DataError(f"{source.origin} has no labels; evaluation needs y")
     thetas = list(thetas)
     if not thetas:
         return []
+    check_fits(source, "evaluate")
     token = uuid.uuid4().hex[:10]
     k = len(classes)
     problems = 1 if k == 2 else k

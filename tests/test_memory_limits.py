@@ -233,6 +233,11 @@ def test_predicting_or_evaluating_what_cannot_fit_is_refused_before_it_starts(
                 scoring.write_probabilities(source, dlr.load(str(model)).theta_, out[1])
             assert str(e.value) == expected
             assert_nothing_published(tmp_path, "p.zarr")
+        else:
+            source = from_dataset(open_dataset(str(data)))
+            with pytest.raises(DlrError) as e:
+                scoring.evaluate(source, dlr.load(str(model)).theta_, np.array([0, 1]))
+            assert str(e.value) == expected
 
 
 @pytest.mark.parametrize(
