@@ -102,6 +102,7 @@ def _locked(reg: Registry, command: str, wait: float):
         ttl=COMMAND_TTL,
         wait=wait,
     ) as lease:
+        reg.complete_history()  # of a change whose writer was killed before its event file
         yield lease
 
 
@@ -287,8 +288,9 @@ def exclude(url, span, reason, lease_wait, storage_option):
     """Leave SPAN (an id or a unique prefix) out of every later training set."""
     reg = _open(url, storage_option)
     with _locked(reg, "dlr registry exclude", lease_wait):
-        reg.exclude_span(span, reason, whoami("dlr registry exclude"))
-    click.echo(f"span {reg.find_span(span)['id']} excluded: {reason}")
+        changed = reg.exclude_span(span, reason, whoami("dlr registry exclude"))
+    what = "excluded" if changed else "is already excluded; nothing changed"
+    click.echo(f"span {reg.find_span(span)['id']} {what}: {reason}")
 
 
 @registry.command()
@@ -301,8 +303,9 @@ def include(url, span, reason, lease_wait, storage_option):
     """Put an excluded SPAN back into later training sets."""
     reg = _open(url, storage_option)
     with _locked(reg, "dlr registry include", lease_wait):
-        reg.include_span(span, reason, whoami("dlr registry include"))
-    click.echo(f"span {reg.find_span(span)['id']} included again")
+        changed = reg.include_span(span, reason, whoami("dlr registry include"))
+    what = "included again" if changed else "is not excluded; nothing changed"
+    click.echo(f"span {reg.find_span(span)['id']} {what}")
 
 
 @registry.command()

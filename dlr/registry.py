@@ -1,7 +1,9 @@
 """A model registry with no server: a local directory or an object-store prefix.
 
-    REG/registry.json          format, the schema fixed at the first ingest, the pinned holdout
-    REG/spans.json             the committed spans in commit order (rewriting it is the commit)
+    REG/registry.json          format, the schema fixed at the first ingest, the pinned holdout,
+                               the versions gc removed, and the "event" of its last change
+    REG/spans.json             the committed spans in commit order (rewriting it is the commit),
+                               and the "event" of the last commit
     REG/spans/<id>/            a span's train rows: a dlr dataset (X, y[, w]), written once
     REG/holdout/<id>/          the span's fresh-holdout rows, same format
     REG/versions/<n>/          immutable version n: a model directory plus lineage.json
@@ -17,10 +19,18 @@ storage ``model.json`` is written last). An alias is one small pointer file, so 
 resolving ``REG@champion`` gets the old version or the new one, never a mix. Writers serialize
 through the lease (:mod:`dlr.lease`); alias moves are also compare-and-swap against the version
 the caller expects (``If-Match`` on S3), and so are rewrites of spans.json on object storage.
-The pointer write is the move and records its history event itself; the event's file follows
-(:meth:`Registry.move_alias`), so the history never claims a move that did not happen.
+
+Every change is committed by rewriting one small document — an alias pointer (a move),
+spans.json (ingest, exclude, include, gc of span data) or registry.json (a holdout pin, gc of
+versions) — and that document carries the change's history event; the event's file in
+``history/`` is written after it. So the history reports exactly the changes that happened:
+killed before the rewrite, nothing changed and nothing is recorded; killed after it,
+:meth:`Registry.history` reads the event from the document until its file exists. The next
+rewrite of the document writes the file before replacing the document, and so does every
+command and run once it holds the lease (:meth:`Registry.complete_history`).
 """
 
+import copy
 import getpass
 import json
 import os
@@ -145,23 +155,103 @@ class Registry:
 
     def set_schema(self, schema: dict) -> None:
         """Fix the schema (first ingest only; the caller holds the lease)."""
-        meta = self._meta()
-        if meta["schema"] is not None and meta["schema"] != schema:
-            raise RegistryConflict(f"the schema of '{self.url}' is already fixed")
-        self.store.write("registry.json", _dumps({**meta, "schema": schema}))
+
+        def change(meta: dict):
+            if meta["schema"] is not None and meta["schema"] != schema:
+                raise RegistryConflict(f"the schema of '{self.url}' is already fixed")
+            return {**meta, "schema": schema}, None
+
+        self._commit("registry.json", change, "meta")
 
     @property
     def holdout(self) -> dict | None:
         """The fingerprint of the pinned holdout dataset, or None."""
         return self._meta()["holdout"]
 
-    def pin_holdout(self, fingerprint: dict, by: str) -> None:
-        """Record ``fingerprint`` as the pinned holdout (replacing any), with a history event."""
-        meta = self._meta()
-        self.append_history(
-            {"event": "pin", "from": meta["holdout"], "to": fingerprint, "by": by, "run": None}
-        )
-        self.store.write("registry.json", _dumps({**meta, "holdout": fingerprint}))
+    def pin_holdout(self, fingerprint: dict, by: str, run: str | None = None) -> None:
+        """Record ``fingerprint`` as the pinned holdout (replacing any), with a history event
+        carried by registry.json (the commit)."""
+
+        def change(meta: dict):
+            event = {"event": "pin", "from": meta["holdout"], "to": fingerprint, "by": by}
+            return {**meta, "holdout": fingerprint}, {**event, "run": run}
+
+        self._commit("registry.json", change, "meta")
+
+    # commits and their history events ----------------------------------------------------------
+    def _commit(self, key: str, change, stage: str) -> dict | None:
+        """Rewrite the document ``key`` (registry.json, spans.json) with ``change(doc)``: None
+        for no change, else ``(new doc, event or None)``. Returns the document now committed.
+
+        The new document carries ``event`` (stamped with "at" and "id"); the event's file is
+        written after the document, and the event the replaced document carried is written
+        before it is replaced, so no event is lost and none is recorded for a change that was
+        not committed. Pause points ``<stage>-commit`` (before the write) and
+        ``<stage>-history`` (after it, before the event's file) are for crash tests.
+
+        The caller holds the lease, which serializes writers. On object storage the rewrite is
+        also a compare-and-swap (``If-Match`` on the ETag it read, ``If-None-Match`` for the
+        first): if another writer committed in between (one whose lease expired mid-commit),
+        ``change`` is applied again to what that writer committed. A local rename cannot be
+        conditional; there the lease alone serializes the commits.
+        """
+        while True:
+            raw, tag = self.store.read_tagged(key)
+            doc = None if raw is None else self._parse(raw, key)
+            if doc is not None:
+                self._record(doc.get("event"))  # before the document carrying it is replaced
+            result = change(copy.deepcopy(doc))
+            if result is None:
+                return doc
+            new, event = result
+            new = {k: v for k, v in new.items() if k != "event"}
+            if event is not None:
+                event = new["event"] = self._stamp(event)
+            pause_point(f"{stage}-commit")  # tests: between the read and the conditional write
+            try:
+                if raw is None:
+                    self.store.create(key, _dumps(new))
+                else:
+                    self.store.swap(key, _dumps(new), tag)
+            except Conflict:
+                continue  # another writer committed meanwhile: apply the change to its document
+            pause_point(f"{stage}-history")  # tests: committed, the event's file not yet written
+            self._record(event)
+            return new
+
+    def _stamp(self, event: dict) -> dict:
+        at = now_iso()
+        return {"at": at, "id": _event_id(at), **event}
+
+    def _record(self, event: dict | None) -> None:
+        """Write the history file of ``event`` (carried by a commit document), if missing."""
+        if event is None:
+            return
+        key = f"history/{event['id']}.json"
+        if not self.store.exists(key):
+            try:
+                self.store.create(key, _dumps(event))
+            except Conflict:
+                pass  # written meanwhile by another process
+
+    def _carried_events(self) -> list[dict]:
+        """The events the commit documents carry (their files may not be written yet)."""
+        events = [
+            _pointer_event(doc)
+            for doc in (self._alias_doc(a)[0] for a in self._alias_names())
+            if doc is not None and "event" in doc
+        ]
+        for key in ("registry.json", "spans.json"):
+            doc = self._read_json(key)
+            if doc is not None and doc.get("event") is not None:
+                events.append(doc["event"])
+        return events
+
+    def complete_history(self) -> None:
+        """Write the missing history file of every change whose writer was killed between its
+        commit and the file. Commands and runs call this once they hold the lease."""
+        for event in self._carried_events():
+            self._record(event)
 
     # spans -------------------------------------------------------------------------------------
     def span_entries(self) -> list[dict]:
@@ -169,33 +259,28 @@ class Registry:
         doc = self._read_json("spans.json")
         return [] if doc is None else doc["spans"]
 
-    def update_span_entries(self, change) -> list[dict]:
+    def update_span_entries(self, change, event=None) -> list[dict]:
         """Rewrite spans.json — the commit point of ingest, exclude, include and gc — with
         ``change(entries)``: the new list of entries, or None for no change. Returns the
         entries now committed.
 
-        The caller holds the lease, which serializes writers. On object storage the rewrite is
-        also a compare-and-swap (``If-Match`` on the ETag it read, ``If-None-Match`` for the
-        first): if another writer committed in between (one whose lease expired mid-commit),
-        ``change`` is applied again to what that writer committed, so no span is lost. A local
-        rename cannot be conditional; there the lease alone serializes the commits.
+        ``event`` is the history event of the change: a dict, or ``event(old, new)`` of the
+        entries before and after (None: no event). spans.json carries it; see :meth:`_commit`
+        (a compare-and-swap on object storage that re-applies ``change`` to what another
+        writer committed, so no span is lost; pause points ``spans-commit``,
+        ``spans-history``).
         """
-        while True:
-            raw, tag = self.store.read_tagged("spans.json")
-            entries = [] if raw is None else self._parse(raw, "spans.json")["spans"]
+        describe = event if callable(event) else (lambda old, new: event)
+
+        def commit(doc: dict | None):
+            entries = [] if doc is None else doc["spans"]
             new = change([dict(e) for e in entries])
             if new is None:
-                return entries
-            pause_point("spans-commit")  # tests: between the read and the conditional write
-            data = _dumps({"spans": new})
-            try:
-                if raw is None:
-                    self.store.create("spans.json", data)
-                else:
-                    self.store.swap("spans.json", data, tag)
-                return new
-            except Conflict:
-                continue  # another writer committed meanwhile: apply the change to its list
+                return None
+            return {"spans": new}, describe(entries, new)
+
+        doc = self._commit("spans.json", commit, "spans")
+        return [] if doc is None else doc["spans"]
 
     def spans(self, include_excluded: bool = False) -> list[SpanInfo]:
         """The committed spans in commit order (without excluded ones unless asked)."""
@@ -230,40 +315,53 @@ class Registry:
             raise DlrError(f"'{self.url}' has {what} committed span '{span_id}'")
         return found[0]
 
-    def exclude_span(self, span_id: str, reason: str, by: str) -> None:
-        """Leave a span out of every later training set (recorded in the history)."""
-        self._set_excluded(span_id, True, reason, by)
+    def exclude_span(self, span_id: str, reason: str, by: str) -> bool:
+        """Leave a span out of every later training set (recorded in the history). False if
+        it was already excluded for the same reason: nothing changed, no event."""
+        return self._set_excluded(span_id, True, reason, by)
 
-    def include_span(self, span_id: str, reason: str, by: str) -> None:
-        """Undo :meth:`exclude_span`."""
-        self._set_excluded(span_id, False, reason, by)
+    def include_span(self, span_id: str, reason: str, by: str) -> bool:
+        """Undo :meth:`exclude_span`; False if the span was not excluded (nothing changed)."""
+        return self._set_excluded(span_id, False, reason, by)
 
-    def _set_excluded(self, span_id: str, excluded: bool, reason: str, by: str) -> None:
+    def _set_excluded(self, span_id: str, excluded: bool, reason: str, by: str) -> bool:
         if not reason:
             raise DlrError("say why: a reason is required")
         entry = self.find_span(span_id)
         if entry.get("collected"):
             raise DlrError(f"span {entry['id']} was removed by gc; ingest it again instead")
+        changed = []
 
-        def change(entries: list[dict]) -> list[dict]:
+        def change(entries: list[dict]) -> list[dict] | None:
+            changed.clear()
             for e in entries:
                 if e["id"] == entry["id"]:
-                    e["excluded"], e["reason"] = excluded, reason if excluded else None
+                    new = (excluded, reason if excluded else None)
+                    if (e["excluded"], e.get("reason")) == new:
+                        return None  # already so (a rerun): nothing to commit
+                    e["excluded"], e["reason"] = new
+                    changed.append(e["id"])
             return entries
 
-        event = "exclude" if excluded else "include"
-        self.append_history({"event": event, "span": entry["id"], "by": by, "reason": reason})
-        self.update_span_entries(change)
+        event = {"event": "exclude" if excluded else "include", "span": entry["id"]}
+        self.update_span_entries(change, {**event, "by": by, "reason": reason})
+        return bool(changed)
 
     # versions ----------------------------------------------------------------------------------
     def _version_numbers(self) -> list[int]:
+        """The numbers of the version directories (some may be removed by gc, see below)."""
         return sorted(int(n) for n in self.store.listdir("versions") if n.isdigit())
+
+    def _removed_versions(self) -> set[int]:
+        """The versions gc removed: committed in registry.json, their files deleted after."""
+        return set(self._meta().get("removed_versions", ()))
 
     def versions(self) -> list[VersionInfo]:
         """The complete versions, ascending."""
         out = []
+        removed = self._removed_versions()
         for n in self._version_numbers():
-            info = self._version_info(n)
+            info = None if n in removed else self._version_info(n)
             if info is not None:
                 out.append(info)
         return out
@@ -275,7 +373,8 @@ class Registry:
         return VersionInfo(n, lineage.get("created_at", ""), lineage, self.model_url(n))
 
     def version(self, n: int) -> VersionInfo:
-        info = self._version_info(int(n))
+        removed = int(n) in self._removed_versions()
+        info = None if removed else self._version_info(int(n))
         if info is None:
             raise DlrError(f"'{self.url}' has no version {n}")
         return info
@@ -293,7 +392,7 @@ class Registry:
         that fails (a full disk) is a :class:`DlrError` naming the version's path, and leaves
         no trace of the version.
         """
-        n = (self._version_numbers() or [0])[-1] + 1
+        n = max([0, *self._version_numbers(), *self._removed_versions()]) + 1
         while True:
             key = f"versions/{n}"
             try:
@@ -419,8 +518,8 @@ class Registry:
         key = f"aliases/{name}.json"
         current_doc, tag = self._alias_doc(name)
         current = None if current_doc is None else current_doc["version"]
-        if current_doc is not None:
-            self._record_pointer_event(current_doc)  # before the pointer carrying it is replaced
+        if current_doc is not None and "event" in current_doc:
+            self._record(_pointer_event(current_doc))  # before the pointer carrying it goes
         if current == version:
             return
         if current != expected:
@@ -452,39 +551,27 @@ class Registry:
                 f"alias '{name}' of '{self.url}' moved meanwhile; not moved"
             ) from None
         pause_point("alias-history")  # crash tests: moved, its history file not yet written
-        self._record_pointer_event(doc)
-
-    def _record_pointer_event(self, doc: dict) -> None:
-        """Write the history file of the move that alias pointer ``doc`` made, if missing."""
-        if "event" not in doc:
-            return
-        key = f"history/{doc['event']}.json"
-        if not self.store.exists(key):
-            try:
-                self.store.create(key, _dumps(_pointer_event(doc)))
-            except Conflict:
-                pass  # written meanwhile by another process
+        self._record(_pointer_event(doc))
 
     # history -----------------------------------------------------------------------------------
     def append_history(self, event: dict) -> dict:
-        """Write ``event`` as a new immutable history file; returns it with "at" and "id"."""
-        at = now_iso()
-        event = {"at": at, "id": _event_id(at), **event}
+        """Write ``event`` as a new immutable history file; returns it with "at" and "id".
+        Only for events of no change to the registry: a change's event is carried by its
+        commit (:meth:`_commit`), or it could be recorded for a change that never happened."""
+        event = self._stamp(event)
         self.store.create(f"history/{event['id']}.json", _dumps(event))
         return event
 
     def history(self) -> list[dict]:
-        """Every event, oldest first: the history files, and the move of any alias pointer
-        whose file is not written yet (its writer was killed between the two)."""
-        pointers = [
-            doc
-            for doc in (self._alias_doc(a)[0] for a in self._alias_names())
-            if doc is not None and "event" in doc
-        ]  # read before the files: a move whose file appears meanwhile is still in one of them
+        """Every event, oldest first: the history files, and the event any commit document
+        carries whose file is not written yet (its writer was killed between the two)."""
+        # read before the files: an event whose file appears meanwhile (its document replaced)
+        # is still in one of them
+        carried = self._carried_events()
         files = [f for f in self.store.listdir("history") if f.endswith(".json") and f[0] != "."]
         events = {f[: -len(".json")]: self._read_json(f"history/{f}") for f in files}
-        for doc in pointers:
-            events.setdefault(doc["event"], _pointer_event(doc))
+        for event in carried:
+            events.setdefault(event["id"], event)
         return [events[k] for k in sorted(events)]
 
     def previous_champion(self, alias: str = "champion") -> int | None:
@@ -498,7 +585,12 @@ class Registry:
         return self._read_json(f"runs/{_check_run_key(run_key)}/run.json")
 
     def save_run_record(self, run_key: str, record: dict) -> None:
-        self.store.write(f"runs/{_check_run_key(run_key)}/run.json", _dumps(record))
+        self.save_run_file(run_key, "run.json", _dumps(record))
+
+    def save_run_file(self, run_key: str, name: str, data: bytes) -> None:
+        """Write ``runs/<run_key>/<name>`` whole (a full disk: :class:`dlr.regstore.StorageFull`,
+        one line naming the file, and the file as it was)."""
+        self.store.write(f"runs/{_check_run_key(run_key)}/{name}", data)
 
     def run_url(self, run_key: str) -> str:
         return self.store.url_of(f"runs/{_check_run_key(run_key)}")
@@ -513,6 +605,10 @@ class Registry:
 
         Kept: the ``keep`` newest versions, every aliased version, and every version named
         (from or to) in the last ``keep`` alias moves. The caller holds the lease.
+
+        The removal is committed at once, with its history event, in registry.json; from then
+        on the versions are gone from every listing and reference, and their files are deleted
+        after (a gc killed before deleting them all leaves the rest to the next gc).
         """
         if keep < 1:
             raise DlrError(f"--keep must be at least 1, got {keep}")
@@ -522,10 +618,18 @@ class Registry:
         kept |= {e[k] for e in moves for k in ("from", "to") if e.get(k) is not None}
         self.store.remove_stale_temps(("spans", "holdout", "staging", "versions"))
         removed = [n for n in versions if n not in kept]
-        for n in removed:
-            self._remove_version(n)
+
+        def change(meta: dict):
+            gone = sorted({*meta.get("removed_versions", ()), *removed})
+            event = {"event": "gc", "versions": removed, "by": by, "run": None}
+            return {**meta, "removed_versions": gone}, event
+
         if removed:
-            self.append_history({"event": "gc", "versions": removed, "by": by, "run": None})
+            self._commit("registry.json", change, "meta")
+        pause_point("gc-delete")  # crash tests: committed, the files not deleted yet
+        present = set(self._version_numbers())
+        for n in sorted(self._removed_versions() & present):
+            self._remove_version(n)
         return removed
 
     def _remove_version(self, n: int) -> None:
@@ -541,8 +645,10 @@ class Registry:
     def gc_spans(self, by: str = "gc") -> list[str]:
         """Delete the data of excluded spans that no remaining version trained on.
 
-        Their entries stay in spans.json (marked collected), so ingesting the same batch again
-        is still recognised. Returns the span ids whose data was removed.
+        Their entries stay in spans.json (marked collected, the commit, which carries the
+        history event), so ingesting the same batch again is still recognised; the data is
+        deleted after (what a killed gc left, the next one deletes). Returns the span ids
+        whose data was removed.
         """
         used = {s for v in self.versions() for s in (v.lineage.get("spans") or [])}
         removed = [
@@ -558,11 +664,12 @@ class Registry:
             return entries
 
         if removed:
-            self.append_history({"event": "gc", "spans": removed, "by": by, "run": None})
-            self.update_span_entries(change)
-            for span in removed:
-                self.store.delete(f"spans/{span}")
-                self.store.delete(f"holdout/{span}")
+            event = {"event": "gc", "spans": removed, "by": by, "run": None}
+            self.update_span_entries(change, event)
+        for e in self.span_entries():
+            if e.get("collected"):
+                for key in (f"spans/{e['id']}", f"holdout/{e['id']}"):
+                    self.store.delete(key)
         return removed
 
 

@@ -16,17 +16,38 @@ Every write publishes a complete object at once: locally a temporary file is fsy
   (:mod:`dlr.lease`) is what keeps a second writer out.
 """
 
+import errno
 import os
 import socket
 import uuid
+from contextlib import contextmanager
 
 import fsspec
 
 from dlr.atomic import fsync_dir, is_local, local_path, remove
+from dlr.errors import DlrError
+
+#: The errors of a write that found no room: the filesystem is full, or the user's quota is.
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Conflict(Exception):
     """A conditional write lost: the object exists, or changed since it was read."""
+
+
+class StorageFull(DlrError, OSError):
+    """A registry write found no room (``ENOSPC``, ``EDQUOT``): one line naming the object.
+
+    Also an ``OSError`` with the original ``errno`` and ``strerror``, so a caller that reports
+    a failed write in its own words (``register_version``, ingest's commit) still can.
+    """
+
+    def __init__(self, url: str, error: OSError):
+        OSError.__init__(self, error.errno, error.strerror)
+        self.url = url
+
+    def __str__(self) -> str:
+        return f"cannot write '{self.url}': {self.strerror}"
 
 
 def _precondition_failed(error: BaseException) -> bool:
@@ -106,19 +127,24 @@ class Store:
     # writes ------------------------------------------------------------------------------------
     def write(self, key: str, data: bytes) -> None:
         """Replace (or create) ``key`` atomically with ``data``."""
-        if self.local:
-            target = self.path(key)
-            tmp = self._local_temp(target, data)
-            os.replace(tmp, target)
-            fsync_dir(os.path.dirname(target))
-            return
-        self.fs.pipe_file(self.path(key), data)
+        with self._writing(key):
+            if self.local:
+                target = self.path(key)
+                tmp = self._local_temp(target, data)
+                os.replace(tmp, target)
+                fsync_dir(os.path.dirname(target))
+                return
+            self.fs.pipe_file(self.path(key), data)
 
     def create(self, key: str, data: bytes) -> str | None:
         """Create ``key`` with ``data`` only if it does not exist; returns the new tag.
 
         Raises :class:`Conflict` if it exists.
         """
+        with self._writing(key):
+            return self._create(key, data)
+
+    def _create(self, key: str, data: bytes) -> str | None:
         if self.local:
             target = self.path(key)
             tmp = self._local_temp(target, data)
@@ -159,6 +185,18 @@ class Store:
                 raise Conflict(key) from None
             raise
         return response["ETag"]
+
+    @contextmanager
+    def _writing(self, key: str):
+        """The one place a full disk becomes :class:`StorageFull` naming ``key``."""
+        try:
+            yield
+        except StorageFull:
+            raise
+        except OSError as e:
+            if e.errno in FULL:
+                raise StorageFull(self.url_of(key), e) from None
+            raise
 
     def delete(self, key: str, tag: str | None = None) -> None:
         """Delete ``key`` (a file or a tree) if it exists; with ``tag``, only if unchanged."""
@@ -203,6 +241,10 @@ class Store:
         Locally: fsync the tree, rename it into place. On object storage: a server-side copy,
         then the staged objects are deleted (the caller commits a pointer only after this).
         """
+        with self._writing(key):
+            self._publish_tree(staged, key)
+
+    def _publish_tree(self, staged: str, key: str) -> None:
         if self.local:
             from dlr.atomic import fsync_tree, publish
 

@@ -61,15 +61,22 @@ def write_text(url: str, text: str, storage_options: dict | None = None) -> None
     fs.pipe_file(path, text.encode("utf-8"))
 
 
+def report_files(record: dict) -> dict[str, bytes]:
+    """{"report.json": ..., "report.html": ...}: the report of ``record``, encoded."""
+    doc = jsonable(record)
+    return {
+        "report.json": (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode(),
+        "report.html": render_html(doc).encode("utf-8"),
+    }
+
+
 def write_report(run_url: str, record: dict, storage_options: dict | None = None) -> None:
-    """Write ``report.json`` and ``report.html`` of ``record`` into the run directory."""
+    """Write ``report.json`` and ``report.html`` of ``record`` into the run directory (a run
+    of a registry writes them through it instead: :meth:`dlr.registry.Registry.save_run_file`)."""
     if is_local(run_url):
         os.makedirs(local_path(run_url), exist_ok=True)
-    doc = jsonable(record)
-    write_text(
-        f"{run_url}/report.json", json.dumps(doc, indent=2, allow_nan=False) + "\n", storage_options
-    )
-    write_text(f"{run_url}/report.html", render_html(doc), storage_options)
+    for name, data in report_files(record).items():
+        write_text(f"{run_url}/{name}", data.decode("utf-8"), storage_options)
 
 
 def _fmt(value) -> str:

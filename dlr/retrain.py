@@ -39,7 +39,7 @@ from dlr.gate import decide, parse_gate
 from dlr.lease import Lease, LeaseHeld, default_owner
 from dlr.pause import pause_point
 from dlr.registry import Registry, RegistryConflict, now_iso
-from dlr.report import jsonable, summary, write_report
+from dlr.report import jsonable, report_files, summary
 from dlr.sources import from_dataset
 from dlr.spanset import holdout_source, training_source, window
 
@@ -165,6 +165,7 @@ def retrain(
     except LeaseHeld as e:
         return Outcome(LOCKED, "locked", None, str(e), None)
     with lease:
+        registry.complete_history()  # of a change whose writer was killed before its event file
         earlier = registry.run_record(run_key)  # it may have finished while we waited
         if earlier is not None and earlier.get("status") == "finished":
             return _repeated(earlier)
@@ -202,6 +203,7 @@ class _Run:
 
     def save(self, record: dict) -> dict:
         record = jsonable(record)
+        pause_point("run-record")  # crash and full-disk tests: before each write of run.json
         self.registry.save_run_record(self.run_key, record)
         return record
 
@@ -251,7 +253,7 @@ class _Run:
             )
         pinned = holdout_fingerprint(cfg.holdout, self.storage_options)
         if reg.holdout is None or (cfg.repin_holdout and not _same_holdout(reg.holdout, pinned)):
-            reg.pin_holdout(pinned, by=f"retrain {self.run_key}")
+            reg.pin_holdout(pinned, by=f"retrain {self.run_key}", run=self.run_key)
         elif not _same_holdout(reg.holdout, pinned):
             raise DlrError(
                 f"the holdout '{cfg.holdout}' differs from the one pinned in '{reg.url}' "
@@ -393,7 +395,9 @@ class _Run:
             "finished_at": now_iso(),
             "timings": {**record.get("timings", {}), **self.timings},
         }
-        write_report(reg.run_url(self.run_key), record, reg.storage_options)
+        pause_point("report")  # full-disk tests: before the report is written
+        for name, data in report_files(record).items():
+            reg.save_run_file(self.run_key, name, data)
         return self.save(record)
 
     def _trained_model(self, record: dict) -> LogisticRegression:

@@ -14,8 +14,9 @@ The span id is the sha256 of the schema and the rows (computed while writing), s
 content under any file name is the same span. Spans are written under temporary names; then,
 holding the registry lease, ingest renames (or, on object storage, copies) them to
 ``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object storage
-also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit. An
-interrupted ingest leaves nothing visible; rerunning it completes it. A span already committed
+also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit, which carries the
+ingest's history event (its file follows). An interrupted ingest leaves nothing visible, and
+no event; rerunning it completes it. A span already committed
 changes nothing. All SOURCEs of one call are committed together or not at all.
 """
 
@@ -451,6 +452,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             f"(features {', '.join(fixed['features'])}, label {fixed['label']}); nothing "
             "was committed"
         )
+    registry.complete_history()
     registry.store.remove_stale_temps(("spans", "holdout", "staging"))
     committed = {e["id"]: e for e in registry.span_entries()}
     results, new = [], []
@@ -494,25 +496,34 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             pause_point("published")
             if fixed is None:
                 registry.set_schema(schema)
-            registry.update_span_entries(lambda current: _appended(current, new))
+            registry.update_span_entries(
+                lambda current: _appended(current, new),
+                lambda old, committed: _ingest_event(old, committed, lease),
+            )
     except OSError as e:
         raise DlrError(
             f"cannot commit to '{registry.url}': {e.strerror or e}; nothing was committed"
         ) from None
-    if new:
-        registry.append_history(
-            {
-                "event": "ingest",
-                "spans": [e["id"] for e in new],
-                "sources": [e["source"] for e in new],
-                "by": lease.owner,
-                "run": lease.run_key,
-            }
-        )
     return results
 
 
-def _appended(entries: list[dict], new: list[dict]) -> list[dict]:
-    """``entries`` and, after them, those of ``new`` that are not committed yet."""
+def _ingest_event(old: list[dict], new: list[dict], lease: Lease) -> dict:
+    """The history event of a commit from entries ``old`` to ``new``: the spans it added
+    (carried by spans.json, so it names exactly what the commit added)."""
+    there = {e["id"] for e in old}
+    added = [e for e in new if e["id"] not in there]
+    return {
+        "event": "ingest",
+        "spans": [e["id"] for e in added],
+        "sources": [e["source"] for e in added],
+        "by": lease.owner,
+        "run": lease.run_key,
+    }
+
+
+def _appended(entries: list[dict], new: list[dict]) -> list[dict] | None:
+    """``entries`` and, after them, those of ``new`` that are not committed yet (None if
+    every one is: nothing to commit)."""
     there = {e["id"] for e in entries}
-    return entries + [e for e in new if e["id"] not in there]
+    added = [e for e in new if e["id"] not in there]
+    return entries + added if added else None
