@@ -137,11 +137,11 @@ def kill(process: subprocess.Popen) -> None:
     process.stdout.close()
 
 
-def rerun_until_unlocked(days: Days, run_key: str, timeout: float = 30.0):
+def rerun_until_unlocked(days: Days, run_key: str, timeout: float = 30.0, **config):
     """Rerun in this process; a killed holder's lease is taken over once it expires."""
     deadline = time.monotonic() + timeout
     while True:
-        outcome = days.retrain(run_key)
+        outcome = days.retrain(run_key, **config)
         if outcome.exit_code != LOCKED or time.monotonic() > deadline:
             return outcome
         time.sleep(0.5)
@@ -392,6 +392,46 @@ def test_killed_around_the_publication_a_rerun_finishes_without_a_second_version
     assert reg.alias_record("champion")["event"] == move["id"]
 
 
+def pins(url: str) -> list[dict]:
+    """The holdout pins that ``dlr registry history --json`` reports."""
+    result = CliRunner().invoke(main, ["registry", "history", url, "--json"])
+    assert result.exit_code == 0, result.output
+    return [e for e in json.loads(result.stdout) if e["event"] == "pin"]
+
+
+@pytest.mark.parametrize("stage, repinned", [("meta-commit", False), ("meta-history", True)])
+def test_a_repin_killed_at_its_commit_is_in_the_history_exactly_if_it_happened(
+    days, tmp_path, stage, repinned
+):
+    """registry.json is the pin's commit and carries its event: killed just before it, no pin
+    happened and none is recorded; just after it, the pin is recorded although its file in
+    history/ is not written yet. The rerun pins (or finds pinned) and records it once."""
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    other = write_holdout(str(tmp_path / "other.zarr"), 1000, FEATURES, seed=12)
+    repin = ["--holdout", other, "--repin-holdout"]  # the last --holdout wins
+    process = start_paused(days.command("day-2") + repin, stage)
+    wait_for_pause(process)
+    kill(process)
+    reg = days.registry
+    assert (reg.holdout["url"] == other) is repinned
+    first, *rest = pins(days.url)
+    assert first["to"]["url"] == days.holdout
+    if repinned:
+        [pin] = rest
+        assert (pin["from"]["url"], pin["to"]["url"], pin["run"]) == (days.holdout, other, "day-2")
+        assert f"{pin['id']}.json" not in os.listdir(Path(days.url) / "history")
+    else:
+        assert rest == []
+    outcome = rerun_until_unlocked(days, "day-2", holdout=other, repin_holdout=True)
+    assert outcome.exit_code in (PROMOTED, REJECTED) and outcome.version == 2
+    [_, pin] = pins(days.url)
+    assert (pin["to"]["url"], pin["to"]["sha256"]) == (other, reg.holdout["sha256"])
+    assert f"{pin['id']}.json" in os.listdir(Path(days.url) / "history")
+    assert reg.version(2).lineage["holdout"]["url"] == other
+
+
 def fill(directory: Path, leave: int) -> Path:
     """Fill the filesystem of ``directory`` up to ``leave`` bytes (whole pages) of free space."""
     filler = directory / "filler"
@@ -452,6 +492,77 @@ def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_
         assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
         assert_consistent(reg, "day-2")
         assert len(moves_to(days.url, 2)) == 1
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(tmp_path):
+    """The same run key, stopped by a full disk at each of its writes in turn — the lease, the
+    first run.json, the report, the last run.json — then run once more with space freed. Each
+    time: exit 1 with one line naming the file, no partial file, the champion as it was (or,
+    once the run has moved it, the new version, whole and recorded once)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        days = Days(tmp_path)
+        days.url = str(small / "registry")
+        days.ingest(1)
+        days.retrain("day-1")
+        days.ingest(2)
+        reg, run = days.registry, small / "registry" / "runs" / "day-2"
+        champion = coefficients(reg, 1)
+        go = tmp_path / "go"
+
+        def full_disk_at(stage: str | None, file: str) -> None:
+            """Run day-2 until ``stage``, fill the disk, let it go on: it fails writing
+            ``file`` (with no stage: the disk is full from the start)."""
+            env = {**os.environ, "DLR_TEST_PAUSE_AT": stage or "", "DLR_TEST_RESUME_FILE": str(go)}
+            process = subprocess.Popen(
+                days.command("day-2"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            STARTED.append(process)
+            if stage is not None:
+                wait_for_pause(process)
+            filler = fill(small, leave=0)
+            go.touch()
+            _, stderr = process.communicate(timeout=120)
+            go.unlink()
+            filler.unlink()
+            assert process.returncode == 1, stderr
+            assert stderr.decode() == (
+                f"dlr: error: cannot write '{days.url}/{file}': No space left on device\n"
+            )
+            assert not os.path.exists(Path(days.url) / "lease.json")  # released
+            hidden = [n for n in os.listdir(run) if n.startswith(".")] if run.exists() else []
+            assert hidden == []  # no temporary left behind
+
+        full_disk_at(None, "lease.json")
+        assert not run.exists() and reg.alias("champion") == 1
+
+        full_disk_at("run-record", "runs/day-2/run.json")  # the plan's record
+        assert reg.run_record("day-2") is None and reg.alias("champion") == 1
+        assert coefficients(reg, 1) == champion and [v.version for v in reg.versions()] == [1]
+
+        full_disk_at("report", "runs/day-2/report.json")  # version 2 registered and promoted
+        assert reg.run_record("day-2")["status"] == "evaluated"
+        assert not (run / "report.json").exists()
+        assert reg.alias("champion") == 2 and len(moves_to(days.url, 2)) == 1
+        reg.verify_version(2)
+
+        full_disk_at("run-record", "runs/day-2/run.json")  # the record of the finished run
+        assert reg.run_record("day-2")["status"] == "evaluated"  # the earlier one, whole
+
+        outcome = days.retrain("day-2")
+        assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
+        assert_consistent(reg, "day-2")
+        assert len(moves_to(days.url, 2)) == 1
+        assert json.loads((run / "report.json").read_text())["version"] == 2
+        assert coefficients(reg, 1) == champion
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
