@@ -4,11 +4,15 @@ A reader (or a crash) sees either the previous complete version or the new compl
 half-written file. Local paths only; callers writing to object storage clean up on failure instead.
 """
 
+import errno
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+#: The errors of a write that found no room: the filesystem is full, or the user's quota is.
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_local(url: str) -> bool:

@@ -28,7 +28,7 @@ import fsspec
 import numpy as np
 
 from dlr import serial
-from dlr.atomic import fsync_dir, fsync_tree, is_local, local_path, publish
+from dlr.atomic import FULL, fsync_dir, fsync_tree, is_local, local_path, publish, remove
 from dlr.errors import DlrError
 
 log = logging.getLogger("dlr")
@@ -89,12 +89,19 @@ class CheckpointStore:
         manifest = {name: serial.sha256(data) for name, data in files.items()}
         files["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
         name = f"ckpt-{iteration:08d}-{uuid.uuid4().hex[:8]}"
-        if self.local:
-            self._write_local(name, files)
-        else:
-            for file, data in files.items():
-                self.fs.pipe_file(f"{self.root}/{name}/{file}", data)
-        self._write_pointer(name)
+        try:
+            if self.local:
+                self._write_local(name, files)
+            else:
+                for file, data in files.items():
+                    self.fs.pipe_file(f"{self.root}/{name}/{file}", data)
+            self._write_pointer(name)
+        except OSError as e:
+            if e.errno not in FULL:
+                raise
+            raise DlrError(
+                f"cannot write checkpoint '{self.url.rstrip('/')}/{name}': {e.strerror}"
+            ) from None
         self._prune()
         return name
 
@@ -102,12 +109,16 @@ class CheckpointStore:
         root = local_path(self.root)
         os.makedirs(root, exist_ok=True)
         tmp = os.path.join(root, f".{name}.tmp")
-        os.makedirs(tmp)
-        for file, data in files.items():
-            with open(os.path.join(tmp, file), "wb") as f:
-                f.write(data)
-        fsync_tree(tmp)
-        publish(tmp, os.path.join(root, name))
+        try:
+            os.makedirs(tmp)
+            for file, data in files.items():
+                with open(os.path.join(tmp, file), "wb") as f:
+                    f.write(data)
+            fsync_tree(tmp)
+            publish(tmp, os.path.join(root, name))
+        except BaseException:
+            remove(tmp)
+            raise
 
     def _write_pointer(self, name: str) -> None:
         data = json.dumps({"checkpoint": name}).encode()
@@ -116,11 +127,15 @@ class CheckpointStore:
             return
         root = local_path(self.root)
         tmp = os.path.join(root, f".LATEST.{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(root, "LATEST"))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(root, "LATEST"))
+        except BaseException:
+            remove(tmp)
+            raise
         fsync_dir(root)
 
     def names(self) -> list[str]:

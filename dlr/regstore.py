@@ -16,7 +16,6 @@ Every write publishes a complete object at once: locally a temporary file is fsy
   (:mod:`dlr.lease`) is what keeps a second writer out.
 """
 
-import errno
 import os
 import socket
 import uuid
@@ -24,11 +23,8 @@ from contextlib import contextmanager
 
 import fsspec
 
-from dlr.atomic import fsync_dir, is_local, local_path, remove
+from dlr.atomic import FULL, fsync_dir, is_local, local_path, remove
 from dlr.errors import DlrError
-
-#: The errors of a write that found no room: the filesystem is full, or the user's quota is.
-FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Conflict(Exception):

@@ -6,6 +6,7 @@ Real registries on disk, real ``dlr retrain`` processes killed with SIGKILL at n
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -122,7 +123,7 @@ def wait_for_pause(process: subprocess.Popen, timeout: float = 120.0) -> None:
         if ready:
             chunk = os.read(process.stderr.fileno(), 65536)
             seen += chunk
-            if b"dlr: paused at" in seen:
+            if re.search(rb"dlr: paused at [^\n]*\n", seen):  # the whole line
                 return
             if not chunk:
                 break
@@ -498,9 +499,9 @@ def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_
 
 def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(tmp_path):
     """The same run key, stopped by a full disk at each of its writes in turn — the lease, the
-    first run.json, the report, the last run.json — then run once more with space freed. Each
-    time: exit 1 with one line naming the file, no partial file, the champion as it was (or,
-    once the run has moved it, the new version, whole and recorded once)."""
+    first run.json, a checkpoint, the report, the last run.json — then run once more with space
+    freed. Each time: exit 1 with one line naming the file, no partial file, the champion as it
+    was (or, once the run has moved it, the new version, whole and recorded once)."""
     small = tmp_path / "small"
     small.mkdir()
     mount = subprocess.run(
@@ -518,9 +519,9 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
         champion = coefficients(reg, 1)
         go = tmp_path / "go"
 
-        def full_disk_at(stage: str | None, file: str) -> None:
+        def full_disk_at(stage: str | None, file: str, what: str = "") -> None:
             """Run day-2 until ``stage``, fill the disk, let it go on: it fails writing
-            ``file`` (with no stage: the disk is full from the start)."""
+            ``file`` (a pattern; with no stage: the disk is full from the start)."""
             env = {**os.environ, "DLR_TEST_PAUSE_AT": stage or "", "DLR_TEST_RESUME_FILE": str(go)}
             process = subprocess.Popen(
                 days.command("day-2"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -534,11 +535,10 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
             go.unlink()
             filler.unlink()
             assert process.returncode == 1, stderr
-            assert stderr.decode() == (
-                f"dlr: error: cannot write '{days.url}/{file}': No space left on device\n"
-            )
+            expected = f"dlr: error: cannot write {what}'{re.escape(days.url)}/{file}': "
+            assert re.fullmatch(expected + "No space left on device\n", stderr.decode()), stderr
             assert not os.path.exists(Path(days.url) / "lease.json")  # released
-            hidden = [n for n in os.listdir(run) if n.startswith(".")] if run.exists() else []
+            hidden = [n for _, dirs, files in os.walk(run) for n in dirs + files if n[0] == "."]
             assert hidden == []  # no temporary left behind
 
         full_disk_at(None, "lease.json")
@@ -547,6 +547,9 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
         full_disk_at("run-record", "runs/day-2/run.json")  # the plan's record
         assert reg.run_record("day-2") is None and reg.alias("champion") == 1
         assert coefficients(reg, 1) == champion and [v.version for v in reg.versions()] == [1]
+
+        full_disk_at("checkpoint", r"runs/day-2/checkpoints/ckpt-\d{8}-[0-9a-f]{8}", "checkpoint ")
+        assert reg.run_record("day-2")["status"] == "training" and reg.alias("champion") == 1
 
         full_disk_at("report", "runs/day-2/report.json")  # version 2 registered and promoted
         assert reg.run_record("day-2")["status"] == "evaluated"
