@@ -3,9 +3,11 @@
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from click.testing import CliRunner
 
 import dlr
@@ -102,3 +104,19 @@ def race_two_ingests(registry: str, first: str, second: str, tmp_path, options=(
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+@contextmanager
+def small_tmpfs(path, size: str):
+    """A tmpfs of ``size`` (e.g. "4m") mounted at ``path`` for the block, to fill the disk for
+    real (root only: the test is skipped where mounting is not allowed)."""
+    path.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

@@ -5,7 +5,6 @@ leaves nothing visible and its rerun completes it; a full disk is a clear error.
 import json
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -17,7 +16,15 @@ import zarr
 
 from dlr.registry import Registry
 from dlr.spans import holdout_mask
-from tests.registry_support import ok, race_two_ingests, refused, spawn, table, tree
+from tests.registry_support import (
+    ok,
+    race_two_ingests,
+    refused,
+    small_tmpfs,
+    spawn,
+    table,
+    tree,
+)
 
 ROWS = 2500
 
@@ -273,14 +280,7 @@ def test_two_ingests_racing_on_one_registry_commit_both_spans(tmp_path):
 
 
 def test_a_full_disk_is_a_clear_error_and_nothing_is_committed(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as small:
         reg = small / "reg"
         ok(
             "ingest",
@@ -299,5 +299,3 @@ def test_a_full_disk_is_a_clear_error_and_nothing_is_committed(tmp_path):
         )
         assert committed_state(reg) == before
         assert [n for n in os.listdir(reg / "spans") if n.startswith(".")] == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)

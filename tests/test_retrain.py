@@ -41,6 +41,7 @@ from dlr.retrain import (
 )
 from dlr.spans import ingest
 from dlr.spanset import training_source
+from tests.registry_support import small_tmpfs
 
 DLR = str(Path(sys.executable).with_name("dlr"))
 #: the gate of these runs (decisions on these small holdouts are deterministic but close)
@@ -454,14 +455,7 @@ def fill(directory: Path, leave: int) -> Path:
 def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_completes(
     tmp_path,
 ):
-    small = tmp_path / "small"
-    small.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as small:
         days = Days(tmp_path)
         days.url = str(small / "registry")
         days.ingest(1)
@@ -493,8 +487,6 @@ def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_
         assert (outcome.exit_code, outcome.decision, outcome.version) == (PROMOTED, "promoted", 2)
         assert_consistent(reg, "day-2")
         assert len(moves_to(days.url, 2)) == 1
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(tmp_path):
@@ -502,14 +494,7 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
     first run.json, a checkpoint, the report, the last run.json — then run once more with space
     freed. Each time: exit 1 with one line naming the file, no partial file, the champion as it
     was (or, once the run has moved it, the new version, whole and recorded once)."""
-    small = tmp_path / "small"
-    small.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as small:
         days = Days(tmp_path)
         days.url = str(small / "registry")
         days.ingest(1)
@@ -566,8 +551,6 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
         assert len(moves_to(days.url, 2)) == 1
         assert json.loads((run / "report.json").read_text())["version"] == 2
         assert coefficients(reg, 1) == champion
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 # --- warm start ---------------------------------------------------------------------------
