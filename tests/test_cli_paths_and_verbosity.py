@@ -91,7 +91,10 @@ def test_an_interrupted_run_names_the_checkpoint_to_resume_from(tmp_path, data):
     checkpoints = tmp_path / "ckpt"
     train = [DLR_SCRIPT, "train", str(data), "--model", str(tmp_path / "m"), "--solver", "gd"]
     train += ["--max-iter", "100000", "--tol", "0", "--checkpoint", str(checkpoints), "-q"]
-    proc = subprocess.Popen(train, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action even when this suite runs as a background job (whose children
+    # inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler)
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(train, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
     try:
         deadline = time.monotonic() + 120
         while not any(p.name.startswith("ckpt-") for p in checkpoints.glob("*")):
