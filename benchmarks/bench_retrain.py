@@ -232,7 +232,7 @@ def run_retrain(base: Path, holdout: str, args, r: int) -> dict:
             )
             wall = time.perf_counter() - started
         record = outcome.record
-        # the report (matplotlib's figures as inline SVG) is written after the last timed
+        # the report (its figures inline SVG, dlr.svg) is written after the last timed
         # stage; written again here, it shows how much of "other" it is
         started = time.perf_counter()
         write_report(str(copy / "report-again"), record)

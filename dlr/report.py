@@ -2,7 +2,7 @@
 
 The HTML page has no external references: its figures (loss curve, champion vs candidate
 metrics, ROC and calibration curves — all drawn from binned summaries, never per-sample data)
-are inline SVG drawn by matplotlib; without matplotlib the page holds the tables only. The run
+are inline SVG drawn by :mod:`dlr.svg` (no plotting library needed). The run
 record it renders is built by :mod:`dlr.retrain`::
 
     {"run_key", "registry", "decision", "reason", "exit_code", "version", "champion",
@@ -18,7 +18,6 @@ record it renders is built by :mod:`dlr.retrain`::
 """
 
 import html
-import io
 import json
 import math
 import os
@@ -27,11 +26,10 @@ import fsspec
 import numpy as np
 
 from dlr.atomic import is_local, local_path, staged
-from dlr.curves import roc_points
+from dlr.curves import BINS, roc_points
+from dlr.svg import bar_panel, figure, line_panel
 
 HOLDOUTS = ("pinned", "fresh")
-#: Fixed figure margins (tight_layout costs more than drawing these small figures).
-MARGINS = {"left": 0.1, "right": 0.97, "bottom": 0.16, "top": 0.88, "wspace": 0.35}
 METRICS = ("log_loss", "roc_auc", "accuracy")
 
 
@@ -125,75 +123,71 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _svg(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    plt.close(fig)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
 def _figures(record: dict) -> list[tuple[str, str]]:
-    """(title, inline SVG) of each figure; empty without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        return []
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """(title, inline SVG) of each figure (see :mod:`dlr.svg`)."""
     figures = []
     losses = (record.get("training") or {}).get("loss_history") or []
     if losses:
-        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-        ax.plot(range(len(losses)), losses, marker=".")
-        ax.set(xlabel="iteration", ylabel="training objective", title="loss curve")
-        ax.grid(alpha=0.3)
-        fig.subplots_adjust(**MARGINS)
-        figures.append(("Loss curve", _svg(fig)))
+        loss = line_panel(
+            [("candidate", list(range(len(losses))), losses)],
+            title="loss curve",
+            xlabel="iteration",
+            ylabel="training objective",
+            markers=True,
+        )
+        figures.append(("Loss curve", figure([loss])))
     metrics = record.get("metrics") or {}
     models = [m for m in ("champion", "candidate") if metrics.get(m)]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(9, 3), dpi=100)
-    for ax, metric in zip(axes, METRICS, strict=True):
-        for i, model in enumerate(models):
-            values = [(metrics[model].get(h) or {}).get(metric) for h in HOLDOUTS]
-            values = [np.nan if v is None else v for v in values]
-            ax.bar(np.arange(2) + (i - 0.5 * (len(models) - 1)) * 0.38, values, 0.36, label=model)
-        ax.set_xticks(range(2), HOLDOUTS)
-        ax.set_title(metric)
-    axes[0].legend(fontsize="small")
-    fig.subplots_adjust(**MARGINS)
-    figures.append(("Champion vs candidate", _svg(fig)))
+    bars = [
+        bar_panel(
+            list(HOLDOUTS),
+            [(m, [(metrics[m].get(h) or {}).get(metric) for h in HOLDOUTS]) for m in models],
+            title=metric,
+        )
+        for metric in METRICS
+    ]
+    figures.append(("Champion vs candidate", figure(bars)))
     curves = record.get("curves") or {}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for ax, holdout in zip(axes, HOLDOUTS, strict=True):
+    roc = []
+    for holdout in HOLDOUTS:
+        lines = []
         for model, counts in (curves.get(holdout) or {}).items():
             fpr, tpr = roc_points(np.asarray(counts))
-            ax.plot(fpr, tpr, label=model)
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {holdout}")
-        if curves.get(holdout):
-            ax.legend(fontsize="small")
-    fig.subplots_adjust(**MARGINS)
-    figures.append(("ROC curves (from 200 score bins)", _svg(fig)))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for ax, holdout in zip(axes, HOLDOUTS, strict=True):
+            lines.append((model, fpr.tolist(), tpr.tolist()))
+        roc.append(
+            line_panel(
+                lines,
+                title=f"ROC, {holdout}",
+                xlabel="false positive rate",
+                ylabel="true positive rate",
+                xlim=(0.0, 1.0),
+                ylim=(0.0, 1.0),
+                diagonal=True,
+            )
+        )
+    figures.append((f"ROC curves (from {BINS} score bins)", figure(roc)))
+    calibration = []
+    for holdout in HOLDOUTS:
+        lines = []
         for model in models:
             table = (metrics[model].get(holdout) or {}).get("calibration") or []
             rows = [r for r in table if r["count"]]
-            ax.plot(
-                [r["mean_predicted"] for r in rows],
-                [r["observed"] for r in rows],
-                "o-",
-                label=model,
+            lines.append(
+                (model, [r["mean_predicted"] for r in rows], [r["observed"] for r in rows])
             )
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
-        ax.set(xlabel="mean predicted", ylabel="observed", title=f"calibration, {holdout}")
-        ax.legend(fontsize="small")
-    fig.subplots_adjust(**MARGINS)
-    figures.append(("Calibration (10 bins)", _svg(fig)))
+        calibration.append(
+            line_panel(
+                lines,
+                title=f"calibration, {holdout}",
+                xlabel="mean predicted",
+                ylabel="observed",
+                xlim=(0.0, 1.0),
+                ylim=(0.0, 1.0),
+                diagonal=True,
+                markers=True,
+            )
+        )
+    figures.append(("Calibration (10 bins)", figure(calibration)))
     return figures
 
 

@@ -4,13 +4,16 @@ its ROC curves from are tested with dlr.scoring.evaluate_many)."""
 import json
 import math
 import re
+import subprocess
+import sys
 
 from dlr import scoring
 from dlr.dataset import open_dataset
 from dlr.estimator import LogisticRegression
 from dlr.gate import decide, parse_gate
-from dlr.report import summary, write_report
+from dlr.report import jsonable, summary, write_report
 from dlr.sources import from_dataset
+from dlr.svg import bar_panel, line_panel
 
 
 def record(metrics, curves):
@@ -79,3 +82,32 @@ def test_the_report_is_strict_json_and_a_self_contained_page(dataset, tmp_path):
     )
     assert "drift: max PSI 0.3" in text
     assert "<h1>dlr retrain 20261201T0000Z</h1>" in page
+
+
+def test_the_figures_need_no_plotting_library(dataset, tmp_path):
+    path = dataset(203, 3, 50)
+    source = from_dataset(open_dataset(path))
+    model = LogisticRegression(solver="newton").fit(path)
+    (metrics,) = scoring.evaluate_many(source, [model.theta_], model.classes_, curve_bins=200)
+    rec = jsonable(record(metrics, metrics.pop("score_counts")))
+    code = (
+        "import json, sys; sys.modules['matplotlib'] = None\n"  # import matplotlib now fails
+        "from dlr.report import render_html\n"
+        f"print(render_html(json.load(open({str(tmp_path / 'rec.json')!r}))))"
+    )
+    (tmp_path / "rec.json").write_text(json.dumps(rec))
+    page = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) == 4  # loss, metrics, ROC, calibration
+    roc = svgs[2]
+    assert roc.count("<polyline") == 2  # both models' ROC curves on the pinned holdout
+    assert not any("nan" in svg.lower() for svg in svgs)  # a NaN metric is a missing bar
+
+
+def test_a_panel_leaves_out_values_that_are_not_finite():
+    panel = bar_panel(["a", "b"], [("m", [0.5, math.nan]), ("n", [None, 0.25])], title="t")
+    assert panel.count("<rect") == 1 + 2 + 2  # the frame, two bars, two legend swatches
+    lines = line_panel([("m", [0, 1, 2], [1.0, math.inf, 3.0])], title="t", xlabel="x", ylabel="y")
+    assert lines.count("<polyline") == 1 and "inf" not in lines
