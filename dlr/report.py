@@ -155,15 +155,7 @@ def _figures(record: dict) -> list[tuple[str, str]]:
             fpr, tpr = roc_points(np.asarray(counts))
             lines.append((model, fpr.tolist(), tpr.tolist()))
         roc.append(
-            line_panel(
-                lines,
-                title=f"ROC, {holdout}",
-                xlabel="false positive rate",
-                ylabel="true positive rate",
-                xlim=(0.0, 1.0),
-                ylim=(0.0, 1.0),
-                diagonal=True,
-            )
+            _unit_square(lines, f"ROC, {holdout}", "false positive rate", "true positive rate")
         )
     figures.append((f"ROC curves (from {BINS} score bins)", figure(roc)))
     calibration = []
@@ -176,19 +168,26 @@ def _figures(record: dict) -> list[tuple[str, str]]:
                 (model, [r["mean_predicted"] for r in rows], [r["observed"] for r in rows])
             )
         calibration.append(
-            line_panel(
-                lines,
-                title=f"calibration, {holdout}",
-                xlabel="mean predicted",
-                ylabel="observed",
-                xlim=(0.0, 1.0),
-                ylim=(0.0, 1.0),
-                diagonal=True,
-                markers=True,
+            _unit_square(
+                lines, f"calibration, {holdout}", "mean predicted", "observed", markers=True
             )
         )
     figures.append(("Calibration (10 bins)", figure(calibration)))
     return figures
+
+
+def _unit_square(lines, title: str, xlabel: str, ylabel: str, markers: bool = False) -> str:
+    """A line panel on [0, 1]² with the y = x diagonal (ROC and calibration curves)."""
+    return line_panel(
+        lines,
+        title=title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        xlim=(0.0, 1.0),
+        ylim=(0.0, 1.0),
+        diagonal=True,
+        markers=markers,
+    )
 
 
 STYLE = (

@@ -452,15 +452,21 @@ def fill(directory: Path, leave: int) -> Path:
     return filler
 
 
+def champion_and_a_new_day(tmp_path, url) -> "Days":
+    """A registry at ``url`` whose day 1 is the champion and whose day 2 is ingested."""
+    days = Days(tmp_path)
+    days.url = str(url)
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    return days
+
+
 def test_a_full_disk_during_the_version_write_leaves_the_champion_and_the_rerun_completes(
     tmp_path,
 ):
     with small_tmpfs(tmp_path / "small", "4m") as small:
-        days = Days(tmp_path)
-        days.url = str(small / "registry")
-        days.ingest(1)
-        days.retrain("day-1")
-        days.ingest(2)
+        days = champion_and_a_new_day(tmp_path, small / "registry")
         champion = coefficients(days.registry, 1)
         process = start_paused(days.command("day-2"), "publish")  # evaluated, not registered
         wait_for_pause(process)
@@ -495,11 +501,7 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
     freed. Each time: exit 1 with one line naming the file, no partial file, the champion as it
     was (or, once the run has moved it, the new version, whole and recorded once)."""
     with small_tmpfs(tmp_path / "small", "4m") as small:
-        days = Days(tmp_path)
-        days.url = str(small / "registry")
-        days.ingest(1)
-        days.retrain("day-1")
-        days.ingest(2)
+        days = champion_and_a_new_day(tmp_path, small / "registry")
         reg, run = days.registry, small / "registry" / "runs" / "day-2"
         champion = coefficients(reg, 1)
         go = tmp_path / "go"
