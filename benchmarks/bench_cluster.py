@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     apply_scale,
     cpu_model,
     ensure_dataset,
+    pass_seconds,
     scaled,
 )
 
@@ -38,24 +39,10 @@ import dlr  # noqa: E402
 from dlr.checkpoint import CheckpointStore  # noqa: E402
 from dlr.cluster import local_cluster  # noqa: E402
 from dlr.dataset import open_dataset  # noqa: E402
-from dlr.engine import Engine, Labels  # noqa: E402
+from dlr.engine import Engine  # noqa: E402
 from dlr.solvers import STATES  # noqa: E402
 from dlr.sources import from_arrays, from_dataset  # noqa: E402
 from dlr.training import EarlyStopping, RunState, start_run  # noqa: E402
-
-LABELS = Labels(np.array([0, 1]))
-
-
-def pass_seconds(engine: Engine, iters: int) -> float:
-    """Median time of one loss-and-gradient pass (after one warm-up pass)."""
-    theta = np.full((1, engine.source.n_features + 1), 0.01)
-    engine.partials(theta, LABELS)
-    times = []
-    for _ in range(iters):
-        started = time.perf_counter()
-        engine.partials(theta, LABELS)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def scaling(path: Path, iters: int) -> dict[int, float]:

@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     add_scale_options,
     apply_scale,
     chunk_samples_for,
+    pass_seconds,
     print_platform,
     scaled,
     wait_until_quiet,
@@ -50,11 +51,11 @@ from common import (  # noqa: E402
 from dlr import scoring  # noqa: E402
 from dlr.curves import BINS as CURVE_BINS  # noqa: E402
 from dlr.dataset import create_arrays, open_dataset  # noqa: E402
-from dlr.engine import Engine, Labels  # noqa: E402
+from dlr.engine import Engine  # noqa: E402
 from dlr.estimator import LogisticRegression  # noqa: E402
 from dlr.estimator import load as load_model  # noqa: E402
 from dlr.registry import Registry  # noqa: E402
-from dlr.report import write_report  # noqa: E402
+from dlr.report import report_files  # noqa: E402
 from dlr.retrain import RetrainConfig, retrain  # noqa: E402
 from dlr.sources import from_dataset  # noqa: E402
 from dlr.spans import ingest  # noqa: E402
@@ -85,20 +86,6 @@ def write_batch(path: Path, first_row: int, rows: int, n: int) -> str:
         x, y = make_chunk(first_row + start, first_row + stop, w, b, SEED, np.float32)
         xa[start:stop], ya[start:stop] = x, y
     return str(path)
-
-
-def pass_seconds(source, repeats: int) -> float:
-    """Median time of a streamed loss-and-gradient pass over ``source`` (after one warm-up)."""
-    engine = Engine(source, cache_size=0)
-    theta = np.full((1, source.n_features + 1), 0.01)
-    labels = Labels(np.array([0, 1]))
-    engine.partials(theta, labels)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        engine.partials(theta, labels)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def objective_gap(a: float, b: float) -> float:
@@ -189,7 +176,10 @@ def measure_pass(reg: Registry, holdout: str, args) -> tuple[dict, Load]:
         "new span, fresh holdout": holdout_source(reg, [new]),
     }
     with Load() as load:
-        seconds = {name: pass_seconds(s, args.pass_repeats) for name, s in sources.items()}
+        seconds = {
+            name: pass_seconds(Engine(s, cache_size=0), args.pass_repeats)
+            for name, s in sources.items()
+        }
     return seconds, load
 
 
@@ -235,7 +225,9 @@ def run_retrain(base: Path, holdout: str, args, r: int) -> dict:
         # the report (its figures inline SVG, dlr.svg) is written after the last timed
         # stage; written again here, it shows how much of "other" it is
         started = time.perf_counter()
-        write_report(str(copy / "report-again"), record)
+        registry = Registry(str(copy))
+        for name, data in report_files(record).items():
+            registry.save_run_file("report-again", name, data)
         report = time.perf_counter() - started
     finally:
         shutil.rmtree(copy, ignore_errors=True)

@@ -8,6 +8,7 @@ check on a busy machine that a script runs end to end; such figures mean nothing
 
 import os
 import platform
+import statistics
 import subprocess
 import time
 from contextlib import nullcontext
@@ -295,3 +296,19 @@ def load_into_memory(path: str) -> tuple[np.ndarray, np.ndarray]:
         arr.get_basic_selection(..., out=NDBuffer(buffer))
         out.append(buffer)
     return out[0], out[1]
+
+
+def pass_seconds(engine, iters: int) -> float:
+    """Median time of one binary loss-and-gradient pass of a :class:`dlr.engine.Engine` (after
+    one warm-up pass)."""
+    from dlr.engine import Labels  # not at import: the cold-start children time their imports
+
+    theta = np.full((1, engine.source.n_features + 1), 0.01)
+    labels = Labels(np.array([0, 1]))
+    engine.partials(theta, labels)
+    times = []
+    for _ in range(iters):
+        started = time.perf_counter()
+        engine.partials(theta, labels)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
