@@ -89,7 +89,7 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
     try:
         if kind == "parquet":
             # a local path goes to pyarrow itself: its native reads, not a Python file object's
-            with nullcontext(path) if _is_local_fs(fs) else fs.open(path, "rb") as f:
+            with nullcontext(path) if is_local(name) else fs.open(path, "rb") as f:
                 offset = 0
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
                     yield name, offset, batch
@@ -107,11 +107,6 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read '{name}': {e}") from None
-
-
-def _is_local_fs(fs) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    return "file" in protocols
 
 
 def _csv(fs, path: str, name: str) -> Batches:
