@@ -84,40 +84,18 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    coef_ : ndarray of shape (1, n_features) for two classes, (K, n_features) for K ≥ 3
-        The weights, on the original feature scale.
-    intercept_ : ndarray of shape (1,) or (K,)
-        The intercepts.
-    classes_ : ndarray of shape (K,)
-        The class labels, sorted.
-    n_features_in_ : int
-        Features seen in training.
-    solver_ : str
-        The solver used (``"auto"`` resolved).
-    n_iter_ : ndarray of shape (1,), int32
-        Iterations run.
-    n_passes_ : int
-        Passes over the training data, the first (validating, summarizing) pass included.
-    converged_ : bool
-        Whether the solver met ``tol``.
-    loss_history_ : ndarray of shape (n_iter_ + 1,)
-        F at each iterate, the starting point included.
-    grad_norm_history_ : ndarray of shape (n_iter_,)
-        The optimality measure max |∇F| after each iteration.
-    validation_loss_history_ : ndarray of shape (n_iter_ + 1,)
-        The validation loss at each iterate, the starting point included (only with
-        ``validation_data``).
-    data_fingerprint_ : dict
-        The training data's kind, shape, dtype and, for zarr, URL and chunking.
+    coef_, intercept_, classes_, n_features_in_, solver_, n_iter_, n_passes_, converged_, \
+loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
+        What the fit learned: the fields of :class:`dlr.model_io.FittedModel` (documented
+        there), which :meth:`save` writes and :func:`load` reads. ``coef_`` is (1, n_features)
+        for two classes, (K, n_features) for K ≥ 3, on the original feature scale;
+        ``n_iter_`` an array of shape (1,); ``n_passes_`` counts the first (validating) pass.
     state_ : GDState, NewtonState or LbfgsState
         The solver's final state (not saved with the model).
     cached_bytes_ : int
         Bytes of decoded chunks the fit kept in memory.
     fit_seconds_ : float
         Wall time of the fit.
-
-    The attributes from ``coef_`` to ``data_fingerprint_`` are those of
-    :class:`dlr.model_io.FittedModel`, which :meth:`save` writes and :func:`load` reads.
     """
 
     def __init__(
