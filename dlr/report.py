@@ -20,12 +20,9 @@ record it renders is built by :mod:`dlr.retrain`::
 import html
 import json
 import math
-import os
 
-import fsspec
 import numpy as np
 
-from dlr.atomic import is_local, local_path, staged
 from dlr.curves import BINS, roc_points
 from dlr.svg import bar_panel, figure, line_panel
 
@@ -48,17 +45,6 @@ def jsonable(value):
     return value
 
 
-def write_text(url: str, text: str, storage_options: dict | None = None) -> None:
-    """Write one file atomically: temporary name, fsync, rename locally; one PUT on a store."""
-    if is_local(url):
-        with staged(local_path(url), overwrite=True) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-        return
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    fs.pipe_file(path, text.encode("utf-8"))
-
-
 def report_files(record: dict) -> dict[str, bytes]:
     """{"report.json": ..., "report.html": ...}: the report of ``record``, encoded."""
     doc = jsonable(record)
@@ -66,15 +52,6 @@ def report_files(record: dict) -> dict[str, bytes]:
         "report.json": (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode(),
         "report.html": render_html(doc).encode("utf-8"),
     }
-
-
-def write_report(run_url: str, record: dict, storage_options: dict | None = None) -> None:
-    """Write ``report.json`` and ``report.html`` of ``record`` into the run directory (a run
-    of a registry writes them through it instead: :meth:`dlr.registry.Registry.save_run_file`)."""
-    if is_local(run_url):
-        os.makedirs(local_path(run_url), exist_ok=True)
-    for name, data in report_files(record).items():
-        write_text(f"{run_url}/{name}", data.decode("utf-8"), storage_options)
 
 
 def _fmt(value) -> str:
