@@ -5,22 +5,31 @@ Scores (float64) are mapped to order-preserving 64-bit keys. A partition of the 
 sorted list of segments, each split into 2^j equal sub-ranges of keys ("bins"). One pass counts,
 per chunk, the positives and negatives in each bin, with the smallest and largest key met
 there; per-chunk counts are sparse (at most one entry per sample) and are merged pairwise in a
-tree, so no task ever holds more than a partition's worth of bins.
+tree. A merged histogram keeps at most :data:`BINS` entries: past that, neighbouring bins are
+joined (bin numbers halved until it fits), so no task ever holds more than about 2 × BINS.
 
 From the counts in key order, the AUC is Σ_b pos_b·(neg_below_b + ½·neg_b) / (P·N): exact except
 for the pairs of a positive and a negative inside one bin, whose order the counts do not know
 and which are counted ½. So the error is at most Σ pos_b·neg_b / (2·P·N) over the bins holding
 more than one distinct score (a bin whose smallest and largest key are equal holds one score:
-its pairs are real ties, which count ½ as in scikit-learn). When that bound exceeds the target,
-the next pass re-partitions the data: each such bin's [smallest, largest] key range is split
-into about ``bins × n_b / m`` sub-bins, so that bins hold roughly equal numbers of samples and
-the bound falls to about 1/``bins``.
+its pairs are real ties, which count ½ as in scikit-learn).
+
+The first partition is fine (the top :data:`FIRST_BITS` bits of the key: bins of relative width
+about 1e-11), so up to about BINS samples nearly every bin holds one distinct score and the first
+pass is exact, or within the target. When the bound exceeds the target — more samples than
+BINS, or scores closer than a bin — the next pass re-partitions the data: each such bin's
+[smallest, largest] key range is split into about ``BINS × n_b / m`` sub-bins, so that bins hold
+roughly equal numbers of samples and the bound falls to about 1/``BINS``.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
-#: Bins of a partition (the first one: the top 20 bits of the key).
+#: Entries a merged histogram keeps at most; the bins a refinement aims at.
 BINS = 1 << 20
+#: The first partition's bins: the top FIRST_BITS bits of the key (2^16 keys each).
+FIRST_BITS = 48
 #: Target of the error bound on the AUC.
 TARGET = 1e-6
 #: Passes at most; the bound reached is reported whatever it is.
@@ -39,9 +48,12 @@ class Partition:
     """Segments of the key space: segment i starts at key ``starts[i]`` and holds
     ``2**widths[i]`` bins of ``2**shifts[i]`` keys each; its bins are numbered from
     ``offsets[i]``. Keys below the first start or past a segment's end belong to the nearest
-    bin (the partition covers every key that the data holds)."""
+    bin (the partition covers every key that the data holds). Histograms over it keep at most
+    ``limit`` entries, joining neighbouring bins past that (None: no limit, for partitions
+    whose bins are few enough by construction)."""
 
-    def __init__(self, starts, widths, shifts):
+    def __init__(self, starts, widths, shifts, limit: int | None = None):
+        self.limit = limit
         self.starts = np.asarray(starts, dtype=np.uint64)
         self.widths = np.asarray(widths, dtype=np.int64)
         self.shifts = np.asarray(shifts, dtype=np.uint64)
@@ -52,8 +64,7 @@ class Partition:
 
     @classmethod
     def initial(cls) -> "Partition":
-        bits = int(np.log2(BINS))
-        return cls([0], [bits], [64 - bits])
+        return cls([0], [FIRST_BITS], [64 - FIRST_BITS], limit=BINS)
 
     def bins(self, k: np.ndarray) -> np.ndarray:
         """Bin numbers (int64) of keys ``k``."""
@@ -64,39 +75,97 @@ class Partition:
         return self.offsets[seg] + inside
 
 
-def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -> tuple:
-    """Sparse counts of one chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool: (bin
-    numbers (b,) sorted, positives (b,), negatives (b,), smallest key (b,), largest key (b,))."""
+class Histogram(NamedTuple):
+    """Sparse counts over a partition's bins, one entry per occupied bin, in key order.
+
+    Attributes
+    ----------
+    bins : ndarray of shape (b,), int64
+        Bin numbers, sorted, in units of ``2**shift`` of the partition's bins.
+    pos, neg : ndarray of shape (b,), int64
+        Positives and negatives in each.
+    lo, hi : ndarray of shape (b,), uint64
+        The smallest and largest key met in each.
+    shift : int
+        How many times neighbouring bins were joined (bin numbers halved) to keep the entries
+        within ``limit``.
+    limit : int or None
+        Entries kept at most (the partition's ``limit``).
+    """
+
+    bins: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    shift: int = 0
+    limit: int | None = None
+
+
+def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -> Histogram:
+    """Sparse counts of one chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool."""
     b = partition.bins(k)
     order = np.argsort(b)  # the order within a bin does not matter: sums, smallest, largest
     b, k, positive = b[order], k[order], positive[order]
-    return _collapse(b, positive.astype(np.int64), (~positive).astype(np.int64), k, k)
+    pos, neg = positive.astype(np.int64), (~positive).astype(np.int64)
+    return _capped(_collapse(b, pos, neg, k, k, 0, partition.limit))
 
 
-def _collapse(b, pos, neg, lo, hi) -> tuple:
+def _collapse(b, pos, neg, lo, hi, shift: int, limit: int | None) -> Histogram:
     """Entries sorted by bin (in any order within a bin) → one entry per bin."""
     if b.size == 0:
-        return b, pos, neg, lo, hi
+        return Histogram(b, pos, neg, lo, hi, shift, limit)
     starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-    return (
+    if starts.size == b.size:  # one entry per bin already (usual with the first partition)
+        return Histogram(b, pos, neg, lo, hi, shift, limit)
+    return Histogram(
         b[starts],
         np.add.reduceat(pos, starts),
         np.add.reduceat(neg, starts),
         np.minimum.reduceat(lo, starts),
         np.maximum.reduceat(hi, starts),
+        shift,
+        limit,
     )
 
 
-def merge(*parts: tuple) -> tuple:
-    """Sum sparse histograms (exact integer counts, so the order of merging does not matter)."""
-    b, pos, neg, lo, hi = (np.concatenate(column) for column in zip(*parts, strict=True))
-    order = np.argsort(b)
-    return _collapse(b[order], pos[order], neg[order], lo[order], hi[order])
+def _coarser(h: Histogram, shift: int) -> Histogram:
+    """``h`` with bin numbers in units of ``2**shift`` partition bins (``shift`` ≥ ``h.shift``):
+    neighbouring bins joined, their counts added, the smallest and largest keys kept."""
+    if shift == h.shift:
+        return h
+    b = np.right_shift(h.bins, shift - h.shift)
+    return _collapse(b, h.pos, h.neg, h.lo, h.hi, shift, h.limit)
 
 
-def auc_and_bound(histogram: tuple) -> tuple[float, float]:
+def _capped(h: Histogram) -> Histogram:
+    """``h`` coarsened until it holds at most ``h.limit`` entries."""
+    while h.limit is not None and h.bins.size > h.limit:
+        h = _coarser(h, h.shift + 1)
+    return h
+
+
+def _add(a: Histogram, b: Histogram) -> Histogram:
+    """The sum of two histograms (of the same partition), within their limit."""
+    shift = max(a.shift, b.shift)
+    a, b = _coarser(a, shift), _coarser(b, shift)
+    columns = [np.concatenate(pair) for pair in zip(a[:5], b[:5], strict=True)]
+    order = np.argsort(columns[0], kind="stable")  # two sorted runs: a merge
+    return _capped(_collapse(*(c[order] for c in columns), shift, a.limit))
+
+
+def merge(*parts: Histogram) -> Histogram:
+    """Sum sparse histograms, one at a time in the order given (exact integer counts; where
+    neighbouring bins are joined depends only on that order, so the result is deterministic)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = _add(total, part)
+    return total
+
+
+def auc_and_bound(histogram: Histogram) -> tuple[float, float]:
     """AUC from a merged histogram and the bound on its error (NaN, 0 for one class only)."""
-    _, pos, neg, lo, hi = histogram
+    pos, neg, lo, hi = histogram.pos, histogram.neg, histogram.lo, histogram.hi
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan"), 0.0
@@ -108,12 +177,12 @@ def auc_and_bound(histogram: tuple) -> tuple[float, float]:
     return auc, bound
 
 
-def refine(histogram: tuple) -> Partition:
+def refine(histogram: Histogram) -> Partition:
     """The next partition: every bin that holds positives, negatives and more than one score
     has its [smallest, largest] key range split into about ``BINS × n_b / m`` equal sub-ranges
     (a power of two, no finer than single keys); every other bin stays one bin. The scores are
     the same in every pass, so each key falls into the range of the bin it fell into before."""
-    _, pos, neg, lo, hi = histogram
+    pos, neg, lo, hi = histogram.pos, histogram.neg, histogram.lo, histogram.hi
     n = pos + neg
     mixed = (pos > 0) & (neg > 0) & (lo != hi)
     # Bit length of hi − lo, overestimated by one at worst (float rounding): then the sub-ranges

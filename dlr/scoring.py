@@ -299,7 +299,8 @@ def _merge_tree(dsk: dict, keys: list, name: str):
 def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
     """Log-loss, accuracy, ROC AUC, confusion matrix and reliability table on ``source``.
 
-    One pass over the data, plus one per refinement of the AUC's histograms (usually one):
+    One pass over the data, plus one per refinement of the AUC's histograms (none up to about
+    a million samples, usually one past that):
     per-chunk sums are reduced in chunk order, per-chunk histograms merged in a tree, so the
     client's memory does not depend on the number of samples. ``roc_auc`` (one vs rest,
     macro-averaged, for more than two classes) is within ``roc_auc_error_bound`` of the exact

@@ -1,6 +1,9 @@
 """Several models evaluated in the same passes (dlr.scoring.evaluate_many): each model's metrics
 are evaluate's for it alone, bit for bit, whatever the chunking; each chunk is read once per
-pass for all of them; the score counts of the report's ROC curves come from the first pass."""
+pass for all of them; the score counts of the report's ROC curves come from the first pass.
+
+Up to a million samples (dlr.auc.BINS) the AUC is exact in the first pass; the ``few_bins``
+fixture makes these small problems need a refinement pass, as ones past that size do."""
 
 import numpy as np
 import pytest
@@ -44,6 +47,13 @@ def problem(n_classes: int, m: int = 3000, n: int = 4, seed: int = 0):
 
 
 @pytest.fixture
+def few_bins(monkeypatch):
+    """AUC histograms of at most 512 entries and a target of 1e-3: a refinement pass needed."""
+    monkeypatch.setattr(auc, "BINS", 512)
+    monkeypatch.setattr(auc, "TARGET", 1e-3)
+
+
+@pytest.fixture
 def reads(monkeypatch):
     """Every chunk read from a zarr store, as (store path of the array, chunk index)."""
     seen = []
@@ -65,12 +75,33 @@ def test_each_models_metrics_are_evaluates_bit_for_bit(tmp_path, n_classes, chun
     together = scoring.evaluate_many(source, thetas, classes)
     alone = [scoring.evaluate(source, theta, classes) for theta in thetas]
     assert together == alone  # floats compared exactly
+    assert [(m["roc_auc_passes"], m["roc_auc_error_bound"]) for m in together] == [(1, 0.0)] * 3
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("chunk", [3000, 701, 64])
+def test_with_refinement_too(tmp_path, n_classes, chunk, few_bins):
+    X, y, thetas = problem(n_classes)
+    source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, chunk)))
+    classes = np.arange(n_classes)
+    together = scoring.evaluate_many(source, thetas, classes)
+    assert together == [scoring.evaluate(source, theta, classes) for theta in thetas]
     # the tied model is exact in one pass, the others needed a refinement: passes are per model
     assert [m["roc_auc_passes"] for m in together] == [2, 2, 1]
     assert together[2]["roc_auc_error_bound"] == 0.0
 
 
-def test_each_chunk_is_read_once_per_pass_for_all_models(tmp_path, reads):
+def test_each_chunk_is_read_once_for_all_models(tmp_path, reads):
+    X, y, thetas = problem(2)
+    source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, 500)))
+    metrics = scoring.evaluate_many(source, thetas, np.arange(2))
+    assert [m["roc_auc_passes"] for m in metrics] == [1, 1, 1]
+    for chunk in range(6):
+        for array in ("X", "y"):
+            assert sum(1 for r in reads if r[0].endswith(array) and r[1] == chunk) == 1
+
+
+def test_each_chunk_is_read_once_per_pass_for_all_models(tmp_path, reads, few_bins):
     X, y, thetas = problem(2)
     source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, 500)))
     metrics = scoring.evaluate_many(source, thetas, np.arange(2))
@@ -85,7 +116,7 @@ def test_each_chunk_is_read_once_per_pass_for_all_models(tmp_path, reads):
     assert len(reads) == 2 * 6 * passes
 
 
-def test_only_models_whose_bound_needs_it_are_refined(tmp_path, monkeypatch):
+def test_only_models_whose_bound_needs_it_are_refined(tmp_path, monkeypatch, few_bins):
     X, y, thetas = problem(2)
     source = from_dataset(open_dataset(write(tmp_path / "d.zarr", X, y, 500)))
     histograms = []
