@@ -20,6 +20,7 @@ Exit codes: :data:`PROMOTED` 0 (or challenger set under ``promote="manual"``), :
 """
 
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -117,24 +118,48 @@ def check_run_key(key: str) -> str:
     return key
 
 
-def holdout_fingerprint(url: str, storage_options: dict | None = None) -> dict:
+def holdout_fingerprint(
+    url: str, storage_options: dict | None = None, known: dict | None = None
+) -> dict:
     """What identifies the pinned holdout: shape, dtype and a sha256 over its stored arrays
     (metadata and chunk files of X and y, by path within the group). The path itself is kept
-    for information only: the same content elsewhere is the same holdout."""
+    for information only: the same content elsewhere is the same holdout.
+
+    ``files`` is a digest of the stored files' names, sizes, modification times and inodes
+    (ETags on object storage). Given the ``known`` fingerprint of an earlier hash whose
+    ``files`` are still these, the sha256 is taken from it instead of reading every file again;
+    a file rewritten, replaced or copied has another modification time, inode or ETag, and is
+    hashed.
+    """
     ds = open_dataset(url, storage_options=storage_options)
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
-    digest = hashlib.sha256()
-    for array in (ds.x.path, ds.y.path):
-        for file in sorted(fs.find(f"{root}/{array}")):
-            digest.update(file[len(root) :].encode())
-            digest.update(fs.cat_file(file))
-    return {
-        "sha256": digest.hexdigest(),
+    stored = [
+        (file, info)
+        for array in (ds.x.path, ds.y.path)
+        for file, info in sorted(fs.find(f"{root}/{array}", detail=True).items())
+    ]
+    listing = hashlib.sha256()
+    for file, info in stored:
+        stamp = [info.get(k) for k in ("size", "mtime", "ino", "ETag", "LastModified")]
+        listing.update(json.dumps([file[len(root) :], *map(str, stamp)]).encode())
+    fingerprint = {
         "shape": [ds.n_samples, ds.n_features],
         "dtype": str(ds.x.dtype),
         "url": url,
+        "files": listing.hexdigest(),
     }
+    if known and known.get("files") == fingerprint["files"] and _same_shape(known, fingerprint):
+        return {"sha256": known["sha256"], **fingerprint}
+    digest = hashlib.sha256()
+    for file, _ in stored:
+        digest.update(file[len(root) :].encode())
+        digest.update(fs.cat_file(file))
+    return {"sha256": digest.hexdigest(), **fingerprint}
+
+
+def _same_shape(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("shape", "dtype"))
 
 
 def _same_holdout(a: dict, b: dict) -> bool:
@@ -251,7 +276,7 @@ class _Run:
                     "timings": self.timings,
                 }
             )
-        pinned = holdout_fingerprint(cfg.holdout, self.storage_options)
+        pinned = holdout_fingerprint(cfg.holdout, self.storage_options, known=reg.holdout)
         if reg.holdout is None or (cfg.repin_holdout and not _same_holdout(reg.holdout, pinned)):
             reg.pin_holdout(pinned, by=f"retrain {self.run_key}", run=self.run_key)
         elif not _same_holdout(reg.holdout, pinned):

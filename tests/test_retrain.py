@@ -17,7 +17,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fsspec.implementations.local
 import pytest
+import zarr
 from click.testing import CliRunner
 
 import dlr
@@ -236,6 +238,30 @@ def test_candidate_and_champion_share_each_read_of_the_holdouts(days, monkeypatc
         x = os.path.join(os.path.realpath(url), "X")
         per_chunk = Counter(chunk for path, chunk in reads if path == x)
         assert per_chunk and set(per_chunk.values()) == {passes}, (holdout, per_chunk)
+
+
+def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, monkeypatch):
+    days.ingest(1)
+    days.retrain("day-1")
+    hashed = []
+    real_cat = fsspec.implementations.local.LocalFileSystem.cat_file
+
+    def counting_cat(fs, path, *args, **kwargs):
+        if os.path.realpath(path).startswith(os.path.realpath(days.holdout)):
+            hashed.append(path)
+        return real_cat(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file", counting_cat)
+    days.ingest(2)
+    assert days.retrain("day-2").exit_code == PROMOTED
+    assert hashed == []  # the same files as when it was pinned: not read again
+    # rewritten in place with other labels (same sizes): hashed again, and refused
+    y = zarr.open_group(days.holdout)["y"]
+    y[:] = 1 - y[:]
+    days.ingest(3)
+    with pytest.raises(DlrError, match="differs from the one pinned"):
+        days.retrain("day-3")
+    assert hashed
 
 
 def test_a_different_holdout_is_refused_unless_repinned(days, tmp_path):
