@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dlr import inputs, model_io, scoring
 from dlr.chunks import ChunkContext
-from dlr.engine import Engine
+from dlr.engine import Engine, check_fits
 from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import chunk_logits
 from dlr.memory import parse_size
@@ -350,7 +350,8 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
         return np.column_stack([self.coef_, self.intercept_])
 
     def decision_function(self, X, *, x_name="X", storage_options=None):
-        """Logits: (n,) binary or (n, K); NumPy for NumPy input, a lazy dask array otherwise."""
+        """Logits: (n,) binary or (n, K); NumPy for NumPy input, a lazy dask array otherwise
+        (refused at once, naming the chunk, if streaming the chunks would not fit in memory)."""
         self._check_fitted()
         if isinstance(X, np.ndarray | list):
             source = from_arrays(X)
@@ -359,6 +360,7 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
             return chunk_logits(source.x.arr, self.theta_, samples_first=True, check=check)
         source = inputs.source(X, x_name=x_name, y_name=None, storage_options=storage_options)
         self._check_features(source)
+        check_fits(source, "predict")  # computing the lazy result streams every chunk
         return scoring.logits(source, self.theta_)
 
     def _check_features(self, source: Source) -> None:

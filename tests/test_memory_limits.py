@@ -233,6 +233,10 @@ def test_predicting_or_evaluating_what_cannot_fit_is_refused_before_it_starts(
                 scoring.write_probabilities(source, dlr.load(str(model)).theta_, out[1])
             assert str(e.value) == expected
             assert_nothing_published(tmp_path, "p.zarr")
+            # the lazy predictions of the Python API are refused as they are made
+            for method in ("decision_function", "predict_proba", "predict"):
+                with pytest.raises(DlrError, match="^not enough memory to predict: streaming"):
+                    getattr(dlr.load(str(model)), method)(str(data))
         else:
             source = from_dataset(open_dataset(str(data)))
             with pytest.raises(DlrError) as e:
