@@ -104,13 +104,45 @@ def _partials_task(x, y, s, theta, labels, samples_first, hessian):
     )
 
 
-def _summary_task(x, y, s, samples_first, context, moments):
-    return chunk_summary(x, y, s, samples_first=samples_first, check=context, moments=moments)
+class Point(NamedTuple):
+    """A point the first pass also evaluates the kernel at, while each chunk is in the CPU cache.
+
+    ``theta`` (k, n + 1) float64 original-scale parameters [W | b] (a model's weights, known
+    before the first pass), ``labels`` as the loss/gradient pass would take them, ``hessian``
+    whether the Hessian is summed too.
+    """
+
+    theta: np.ndarray
+    labels: Labels
+    hessian: bool = False
+
+    def covers(self, theta: np.ndarray, labels: Labels, hessian: bool) -> bool:
+        """Whether a pass at ``theta`` with ``labels`` (and ``hessian``) would compute exactly
+        what this point's sums hold."""
+        mine, other = self.labels.class_weight, labels.class_weight
+        return (
+            np.array_equal(theta, self.theta)
+            and theta.dtype == self.theta.dtype
+            and np.array_equal(labels.classes, self.labels.classes)
+            and (mine is None) == (other is None)
+            and (mine is None or np.array_equal(mine, other))
+            and (self.hessian or not hessian)
+        )
 
 
-def _load_task(x, y, s, samples_first, context, moments):
-    """A chunk to keep, with its first-pass summary, from one read: (x, y, s, summary)."""
-    return x, y, s, _summary_task(x, y, s, samples_first, context, moments)
+def _summary_task(x, y, s, samples_first, context, moments, point):
+    """A chunk's first-pass summary and, at ``point`` (or None), its loss/gradient partials:
+    (summary, partials or None). The partials are what :func:`_partials_task` gives."""
+    summary = chunk_summary(x, y, s, samples_first=samples_first, check=context, moments=moments)
+    if point is None:
+        return summary, None
+    partials = _partials_task(x, y, s, point.theta, point.labels, samples_first, point.hessian)
+    return summary, partials
+
+
+def _load_task(x, y, s, samples_first, context, moments, point):
+    """A chunk to keep, with its first-pass results, from one read: (x, y, s, summary, partials)."""
+    return x, y, s, *_summary_task(x, y, s, samples_first, context, moments, point)
 
 
 def _given(value):
@@ -132,12 +164,26 @@ class Engine:
     Holds the chunk cache: chunks that fit in ``cache_size`` bytes are read and decoded once,
     in :meth:`__init__`, and kept (in this process on a local scheduler, in worker memory on a
     distributed cluster); the others are streamed from storage on every pass. ``moments``: the
-    first pass also gives the features' means and variances (for standardizing).
+    first pass also gives the features' means and variances (for standardizing). ``first``: a
+    :class:`Point` (a warm start's weights) where the first pass also sums the loss and gradient,
+    so the pass that would evaluate them there is not made (see :meth:`partials_graph`).
     """
 
-    def __init__(self, source: Source, *, cache_size="auto", get=None, moments=False):
+    def __init__(
+        self,
+        source: Source,
+        *,
+        cache_size="auto",
+        get=None,
+        moments=False,
+        first: Point | None = None,
+    ):
         self.source = source
         self.moments = moments
+        self.first = first
+        self._first_parts: list[dict | None] = [None] * source.n_chunks
+        #: the loss/gradient sums at ``first`` over all chunks, once summarized
+        self.first_partials: dict | None = None
         self.get = get or current_get()
         self.client = client_of(self.get)
         if self.client is not None:
@@ -225,9 +271,12 @@ class Engine:
                     *self.source.exprs(i, streamed=False),
                     *self._summary_args(i),
                 )
-            for i, (*loaded, summary) in zip(chunks, self.compute(dsk, keys), strict=True):
+            for i, (*loaded, summary, partials) in zip(
+                chunks, self.compute(dsk, keys), strict=True
+            ):
                 self._exprs[i] = tuple(loaded)
                 self._summaries[i] = summary
+                self._first_parts[i] = partials
             return
         futures = {}
         for worker, placed in placement.items():
@@ -265,18 +314,23 @@ class Engine:
         return keys, dsk
 
     def _summary_args(self, i: int) -> tuple:
-        return self.source.samples_first, self.source.context(i), self.moments
+        return self.source.samples_first, self.source.context(i), self.moments, self.first
 
     def summarize(self) -> dict:
         """The first pass: validate every value and summarize the data (see
-        :func:`dlr.kernel.chunk_summary`), merged in chunk order. Chunks loaded into the cache
-        were summarized as they were read; only the others are visited here."""
+        :func:`dlr.kernel.chunk_summary`), merged in chunk order — and with ``first``, the
+        kernel's sums at that point, added in chunk order as a loss/gradient pass adds them.
+        Chunks loaded into the cache were summarized as they were read; only the others are
+        visited here."""
         todo = [i for i, done in enumerate(self._summaries) if done is None]
         keys, dsk = self._run("summary", _summary_task, self._summary_args, todo)
         if keys:
-            for i, summary in zip(todo, self.compute(dsk, keys), strict=True):
+            for i, (summary, partials) in zip(todo, self.compute(dsk, keys), strict=True):
                 self._summaries[i] = summary
+                self._first_parts[i] = partials
         self.summary = merge_summaries(self._summaries)
+        if self.first is not None:
+            self.first_partials = sum_in_order(self._first_parts)
         return self.summary
 
     def chunk_digests(self) -> list[str]:
@@ -303,8 +357,10 @@ class Engine:
     def partials_graph(self, theta: np.ndarray, labels: Labels, hessian: bool):
         """Graph and result key of one loss/gradient(/Hessian) pass at ``theta`` (k, n + 1).
 
-        At θ = 0 the loss and gradient follow from the first pass's per-label sums (see
-        :func:`dlr.kernel.partials_at_zero`): the graph is then a constant and no pass is made.
+        Two points need no pass, the graph is then a constant: at θ = 0 the loss and gradient
+        follow from the first pass's per-label sums (see :func:`dlr.kernel.partials_at_zero`),
+        and at the engine's ``first`` point the first pass summed them (the same bits as a
+        pass: the same kernel on the same chunks, added in the same order).
         """
         if not hessian and not theta.any() and "label_sums" in (self.summary or {}):
             targets = labels.encode(self.summary["labels"])
@@ -312,6 +368,9 @@ class Engine:
             total = (f"dlr-zero-{self.token}", self.n_passes)
             value = partials_at_zero(self.summary, targets, weights, theta.shape[0])
             return {total: (_given, value)}, total
+        if self.first_partials is not None and self.first.covers(theta, labels, hessian):
+            total = (f"dlr-first-{self.token}", self.n_passes)
+            return {total: (_given, self.first_partials)}, total
         src = self.source
         keys, dsk = self._run(
             "part", _partials_task, lambda i: (theta, labels, src.samples_first, hessian)

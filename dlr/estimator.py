@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from dlr import inputs, model_io, scoring
+from dlr import inputs, model_io, scoring, warm
 from dlr.chunks import ChunkContext
-from dlr.engine import Engine, check_fits
+from dlr.engine import Engine, Labels, check_fits
 from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import chunk_logits
 from dlr.memory import parse_size
@@ -209,11 +209,20 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
         started = time.perf_counter()
         where = {"x_name": x_name, "y_name": y_name, "storage_options": storage_options}
         source, decoded = inputs.training_source(X, y, sample_weight, **where)
+        class_weight = _encoded_class_weight(self.class_weight, decoded)
+        previous = self._previous(init, storage_options)
+        weights = None
+        if previous is not None:
+            weights = warm.exact_weights(previous, self.fit_intercept, self.standardize)
+        first = self._first_point(previous, weights, source, decoded, class_weight)
         # Every solver but the seed's gradient descent works in scaled coordinates, from the
         # feature moments of the first pass (see dlr.objective).
         precondition = self.solver != "gd"
         engine = Engine(
-            source, cache_size=self.cache_size, moments=self.standardize or precondition
+            source,
+            cache_size=self.cache_size,
+            moments=self.standardize or precondition,
+            first=first,
         )
         summary = engine.summarize()
         validation, validation_summary = None, None
@@ -224,7 +233,8 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
                     f"validation data has {vsource.n_features} features; the training data "
                     f"has {source.n_features}"
                 )
-            validation = Engine(vsource, cache_size=self.cache_size, get=engine.get)
+            vfirst = None if first is None else first._replace(labels=Labels(first.labels.classes))
+            validation = Engine(vsource, cache_size=self.cache_size, get=engine.get, first=vfirst)
             validation_summary = validation.summarize()
         objective = Objective(
             engine,
@@ -234,15 +244,16 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
             precondition=precondition,
-            class_weight=_encoded_class_weight(self.class_weight, decoded),
+            class_weight=class_weight,
             validation=validation,
             validation_summary=validation_summary,
         )
         classes = objective.labels.classes
         labels = decoded[classes] if decoded is not None else classes
-        start = self._starting_point(objective, labels, init, storage_options)
+        start = self._starting_point(objective, labels, previous)
         name = choose(self.solver, objective.n_params, source.n_samples)
         solver = SOLVERS[name](tol=self.tol, l1=objective.l1, **self._hyperparameters(name))
+        carried = {} if previous is None else warm.carried_memory(objective, previous, name)
         saving = None
         if checkpoint is not None:
             params = {
@@ -264,6 +275,8 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
             objective,
             solver,
             start,
+            theta0_effective=weights,
+            carried=carried,
             max_iter=self.max_iter,
             patience=self.n_iter_no_change if self.early_stopping else None,
             checkpoint=saving,
@@ -284,6 +297,7 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
             grad_norm_history_=result.grad_norm_history,
             validation_loss_history_=result.validation_loss_history,
             data_fingerprint_=source.fingerprint,
+            lbfgs_memory_=warm.saved_memory(objective, result.state),
         )
         model_io.set_fitted(self, fitted)
         self.state_ = result.state
@@ -305,15 +319,30 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
             "newton": {},
         }[solver]
 
-    def _starting_point(
-        self, objective: Objective, classes: np.ndarray, init, storage_options=None
-    ) -> np.ndarray:
-        """θ₀: zeros, or the coefficients of ``init`` / of the previous fit (``warm_start``)."""
-        previous = None
+    def _previous(self, init, storage_options=None):
+        """The model a fit starts from: ``init`` (a model or its path), the previous fit with
+        ``warm_start``, or None."""
         if init is not None:
-            previous = load(init, storage_options) if isinstance(init, str) else init
-        elif self.warm_start and hasattr(self, "coef_"):
-            previous = self
+            return load(init, storage_options) if isinstance(init, str) else init
+        if self.warm_start and hasattr(self, "coef_"):
+            return self
+        return None
+
+    def _first_point(self, previous, weights, source: Source, decoded, class_weight):
+        """Where the first pass also evaluates the kernel for a warm start (see
+        :func:`dlr.warm.first_point`), or None."""
+        if previous is None:
+            return None
+        k = 1 if len(previous.classes_) == 2 else len(previous.classes_)
+        n_params = k * (source.n_features + int(self.fit_intercept))
+        name = choose(self.solver, n_params, source.n_samples)
+        hessian = SOLVERS[name](tol=self.tol, **self._hyperparameters(name)).hessian
+        return warm.first_point(
+            weights, previous.classes_, source.n_features, decoded, class_weight, hessian
+        )
+
+    def _starting_point(self, objective: Objective, classes: np.ndarray, previous) -> np.ndarray:
+        """θ₀: zeros, or the coefficients of ``previous`` (after checking it fits the data)."""
         if previous is None:
             return np.zeros(objective.n_params)
         if not np.array_equal(np.asarray(previous.classes_), classes):

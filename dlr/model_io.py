@@ -8,6 +8,10 @@
                       array below
       coef.npy        (1, n_features) for two classes, (K, n_features) for K ≥ 3; float64
       intercept.npy   (1,) or (K,) float64
+      lbfgs_memory.npy  optional: (2, q, rows, n_features + 1) float64, L-BFGS's final q
+                      correction pairs, for a warm start to carry on with (see
+                      :attr:`FittedModel.lbfgs_memory_`); absent for other solvers and in
+                      models written before dlr saved it
 
 model.json is plain JSON (:func:`dlr.serial.to_plain`, exact floats); a fitted attribute stored
 as a list is read back as an array, and ``class_weight`` keys that are integers in decimal
@@ -65,6 +69,12 @@ class FittedModel(NamedTuple):
         validation data.
     data_fingerprint_ : dict
         What the training data was: its kind, shape, dtype and, for zarr, its URL and chunking.
+    lbfgs_memory_ : ndarray of shape (2, q, rows, n_features + 1) or None
+        L-BFGS's memory at the end of the fit, on the original feature scale (the layout of
+        ``[coef_ | intercept_]``, rows 1 or K): ``[0]`` the last q point differences s,
+        ``[1]`` the matching gradient differences y of the objective, oldest first. A fit
+        started from this model (``init=``) with the same solver continues with it (see
+        :mod:`dlr.warm`). None for the other solvers, and when there is no pair.
     """
 
     coef_: np.ndarray
@@ -79,10 +89,13 @@ class FittedModel(NamedTuple):
     grad_norm_history_: np.ndarray
     validation_loss_history_: np.ndarray | None
     data_fingerprint_: dict
+    lbfgs_memory_: np.ndarray | None = None
 
 
 #: Fitted attributes stored as ``.npy`` files (the rest are in model.json).
 ARRAYS = ("coef_", "intercept_")
+#: ... and those stored so only when set (a model without one loads it as None).
+OPTIONAL_ARRAYS = ("lbfgs_memory_",)
 #: model.json keys that are not the attribute's name without its trailing underscore.
 KEYS = {"data_fingerprint_": "data"}
 #: Attributes that are arrays of shape (1,) (as scikit-learn's) written as their one number.
@@ -99,10 +112,13 @@ def fitted_of(model) -> FittedModel:
 
 
 def set_fitted(model, fitted: FittedModel) -> None:
-    """Set each fitted attribute on ``model``; one that is None is left unset."""
+    """Set each fitted attribute on ``model``; one that is None is left unset (and removed if an
+    earlier fit had set it)."""
     for name, value in fitted._asdict().items():
         if value is not None:
             setattr(model, name, value)
+        elif hasattr(model, name):
+            delattr(model, name)
 
 
 def save_model(
@@ -117,10 +133,11 @@ def save_model(
     from dlr import __version__
 
     suffix = "" if is_local(path) else f"-{uuid.uuid4().hex[:12]}"
-    files = {name: f"{_key(name)}{suffix}.npy" for name in ARRAYS}
+    stored = [n for n in ARRAYS + OPTIONAL_ARRAYS if getattr(fitted, n) is not None]
+    files = {name: f"{_key(name)}{suffix}.npy" for name in stored}
     blobs = {
         files[name]: serial.npy_bytes(np.asarray(getattr(fitted, name), dtype=np.float64))
-        for name in ARRAYS
+        for name in stored
     }
     doc = {
         "format": FORMAT,
@@ -132,7 +149,7 @@ def save_model(
         **{
             _key(name): serial.to_plain(value[0] if name in ONE_NUMBER else value)
             for name, value in fitted._asdict().items()
-            if name not in ARRAYS
+            if name not in ARRAYS + OPTIONAL_ARRAYS
         },
         "arrays": {
             _key(n): {"file": f, "sha256": serial.sha256(blobs[f])} for n, f in files.items()
@@ -189,9 +206,13 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
             f"this dlr reads version {FORMAT_VERSION}"
         )
     values = {}
-    for name in ARRAYS:
+    arrays = meta.get("arrays", {})
+    for name in ARRAYS + OPTIONAL_ARRAYS:
         key = _key(name)
-        entry = meta.get("arrays", {}).get(key, {"file": f"{key}.npy"})
+        if name in OPTIONAL_ARRAYS and key not in arrays:
+            values[name] = None
+            continue
+        entry = arrays.get(key, {"file": f"{key}.npy"})
         file = f"{path}/{entry['file']}"
         try:
             data = fs.cat_file(f"{root}/{entry['file']}")
@@ -201,7 +222,7 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read '{file}': {e}") from None
     for name in FittedModel._fields:
-        if name not in ARRAYS:
+        if name not in ARRAYS + OPTIONAL_ARRAYS:
             value = serial.from_plain(meta.get(_key(name)))
             if name in ONE_NUMBER:
                 value = np.array([value], dtype=ONE_NUMBER[name])
@@ -218,6 +239,14 @@ def load_model(path: str, storage_options: dict | None = None) -> tuple[dict, Fi
         raise ModelError(
             f"'{path}' is inconsistent: coef {fitted.coef_.shape}, intercept "
             f"{fitted.intercept_.shape}, n_features_in {n}"
+        )
+    memory = fitted.lbfgs_memory_
+    if memory is not None and (
+        memory.ndim != 4 or memory.shape[0] != 2 or memory.shape[2:] != (rows, n + 1)
+    ):
+        raise ModelError(
+            f"'{path}' is inconsistent: lbfgs_memory {memory.shape}, expected "
+            f"(2, q, {rows}, {n + 1})"
         )
     return params, fitted
 

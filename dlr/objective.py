@@ -142,12 +142,31 @@ class Objective:
         return matmul(self.full(theta), self.M.T)
 
     def from_effective(self, theta_eff: np.ndarray) -> np.ndarray:
-        """Solver coordinates θ of original-scale parameters Θ_eff (k, n + 1)."""
+        """Solver coordinates θ of original-scale parameters Θ_eff (k, n + 1); also maps a
+        difference of points (θ ↦ Θ_eff is linear)."""
         return matmul(theta_eff, np.linalg.inv(self.M).T).ravel()[self.free]
 
-    def __call__(self, theta: np.ndarray, hessian: bool = False) -> Evaluation:
-        """f, ∇f (and ∇²f) at θ: one pass over the training data (and the validation data)."""
-        theta_eff = self.effective(theta)
+    def gradient_to_effective(self, grad: np.ndarray) -> np.ndarray:
+        """A gradient (or a difference of gradients) (p,) in solver coordinates as the gradient
+        with respect to Θ_eff (k, n + 1): ∇_eff = ∇_Θ·M⁻¹ (zero along coordinates not fitted),
+        so that its inner product with a point difference is the same in both."""
+        return matmul(self.full(grad), np.linalg.inv(self.M))
+
+    def gradient_from_effective(self, grad_eff: np.ndarray) -> np.ndarray:
+        """Solver coordinates (p,) of a gradient (difference) with respect to Θ_eff (k, n + 1)."""
+        return matmul(grad_eff, self.M).ravel()[self.free]
+
+    def __call__(
+        self, theta: np.ndarray, hessian: bool = False, theta_eff: np.ndarray | None = None
+    ) -> Evaluation:
+        """f, ∇f (and ∇²f) at θ: one pass over the training data (and the validation data).
+
+        ``theta_eff`` (k, n + 1): the original-scale parameters θ was converted from (a model's
+        weights, by :meth:`from_effective`); the kernel is then evaluated at exactly those, not
+        at their round trip through the scaling, and the engines' first pass may already hold
+        the sums there (:class:`dlr.engine.Point`).
+        """
+        theta_eff = self.effective(theta) if theta_eff is None else theta_eff
         dsk, key = self.engine.partials_graph(theta_eff, self.labels, hessian)
         keys = [key]
         if self.validation is not None:

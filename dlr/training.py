@@ -186,6 +186,8 @@ def train(
     solver: Solver,
     theta0: np.ndarray,
     *,
+    theta0_effective: np.ndarray | None = None,
+    carried: dict | None = None,
     max_iter: int,
     patience: int | None = None,
     checkpoint: Checkpointing | None = None,
@@ -204,6 +206,14 @@ def train(
         memory=10)`` (:data:`dlr.solvers.SOLVERS`).
     theta0 : ndarray of shape (objective.n_params,)
         The start, in solver coordinates (``objective.from_effective`` converts a model's).
+    theta0_effective : ndarray of shape (k, n_features + 1) or None
+        The original-scale parameters ``theta0`` was converted from (a model's weights):
+        F(θ₀) is evaluated at exactly these, from the first pass's sums when the engines were
+        built to make them there (``Engine(first=...)``), else by one pass.
+    carried : dict or None
+        What ``solver.init`` carries over from an earlier fit besides θ₀ — L-BFGS's correction
+        pairs ``s``, ``y`` in this run's solver coordinates (:func:`dlr.warm.carried_memory`).
+        Part of the solver's state from the start, so a checkpoint holds it.
     max_iter : int
         Stop after this many iterations (counted over all resumes), or earlier when the solver
         converged or stalled.
@@ -242,7 +252,11 @@ def train(
     try:
         with single_threaded_blas():
             if run is None:
-                run = start_run(solver.init(objective, theta0), engine.n_passes)
+                ev = None
+                if theta0_effective is not None:
+                    ev = objective(theta0, solver.hessian, theta_eff=theta0_effective)
+                state = solver.init(objective, theta0, ev, **(carried or {}))
+                run = start_run(state, engine.n_passes)
             while not finished(run, max_iter):
                 started = time.perf_counter()
                 state = solver.step(objective, run.solver)

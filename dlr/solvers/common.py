@@ -55,18 +55,23 @@ class Solver(NamedTuple):
     ----------
     name : str
         The solver's name in :data:`dlr.solvers.SOLVERS`.
-    init : callable ``(fun, theta0) -> state``
-        The state at θ₀ (p,): one evaluation of ``fun``.
+    init : callable ``(fun, theta0, ev=None) -> state``
+        The state at θ₀ (p,): one evaluation of ``fun``, or none when ``ev``, the evaluation
+        at θ₀, is given (made in the first pass over the data; with the Hessian if
+        ``hessian``). L-BFGS's also takes the correction pairs of an earlier fit.
     step : callable ``(fun, state) -> state``
         One iteration; the state passed in is left unchanged.
     l1 : ndarray of shape (p,) or None
         The L1 weight of each coordinate, for the optimality measure.
+    hessian : bool
+        Whether the solver's evaluations include the Hessian (Newton's).
     """
 
     name: str
-    init: Callable[[Function, np.ndarray], State]
+    init: Callable[..., State]
     step: Callable[[Function, State], State]
     l1: np.ndarray | None
+    hessian: bool = False
 
     def optimality(self, state: State) -> float:
         """max |∇F| at the state's point (see :func:`optimality`)."""

@@ -82,13 +82,13 @@ def gradient_descent(
     Returns
     -------
     Solver
-        ``init(fun, theta0) -> GDState`` and ``step(fun, state) -> GDState``.
+        ``init(fun, theta0, ev=None) -> GDState`` and ``step(fun, state) -> GDState``.
     """
     if line_search and nesterov:
         raise ValueError("line_search and nesterov cannot be combined; choose one")
 
-    def init(fun: Function, theta0: np.ndarray) -> GDState:
-        ev = fun(theta0)
+    def init(fun: Function, theta0: np.ndarray, ev: Evaluation | None = None) -> GDState:
+        ev = fun(theta0) if ev is None else ev
         return GDState(0, theta0, ev, (total(ev, theta0, l1),), False, learning_rate, theta0, 1.0)
 
     def step(fun: Function, st: GDState) -> GDState:

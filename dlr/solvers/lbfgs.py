@@ -12,6 +12,11 @@ component even where its sign disagrees with −v: the direction still descends 
 dᵢvᵢ ≥ 0 are dropped), and on ill-conditioned data it needs fewer iterations (figure in
 benchmarks/README.md).
 
+A fresh start has no pairs, and its first step is scaled steepest descent. A warm start may
+carry an earlier fit's final pairs into ``init`` (:mod:`dlr.warm` maps them between the fits'
+coordinates): near that fit's optimum they make the first steps quasi-Newton steps, which is
+what lets a retrain on a little more data converge in a few passes.
+
 Every call of ``fun`` is one pass over the data, line-search trials included. The unit step is
 tried first and is usually accepted, and the accepted trial's evaluation is the next iterate's:
 about one pass per iteration.
@@ -88,14 +93,26 @@ def limited_memory_bfgs(*, tol: float, l1: np.ndarray | None = None, memory: int
     Returns
     -------
     Solver
-        ``init(fun, theta0) -> LbfgsState`` (converged already if max |∇F(θ₀)| ≤ ``tol``) and
+        ``init(fun, theta0, ev=None, s=(), y=()) -> LbfgsState`` (converged already if
+        max |∇F(θ₀)| ≤ ``tol``; ``ev``: the evaluation at θ₀ if already made; ``s``, ``y``:
+        correction pairs (p,) carried from an earlier fit, oldest first, which start the
+        memory — the newest ``memory`` of those that pass the curvature test) and
         ``step(fun, state) -> LbfgsState``.
     """
 
-    def init(fun: Function, theta0: np.ndarray) -> LbfgsState:
-        ev = fun(theta0)
+    def init(
+        fun: Function,
+        theta0: np.ndarray,
+        ev: Evaluation | None = None,
+        s: tuple[np.ndarray, ...] = (),
+        y: tuple[np.ndarray, ...] = (),
+    ) -> LbfgsState:
+        ev = fun(theta0) if ev is None else ev
         done = optimality(theta0, ev.grad, l1) <= tol
-        return LbfgsState(0, theta0, ev, (total(ev, theta0, l1),), done, False, (), ())
+        kept = [(si, yi) for si, yi in zip(s, y, strict=True) if _curved(si, yi)]
+        kept = kept[-memory:] if memory > 0 else []
+        pairs_s, pairs_y = tuple(p[0] for p in kept), tuple(p[1] for p in kept)
+        return LbfgsState(0, theta0, ev, (total(ev, theta0, l1),), done, False, pairs_s, pairs_y)
 
     def step(fun: Function, st: LbfgsState) -> LbfgsState:
         return _step(fun, st, l1, tol, memory)
@@ -136,12 +153,17 @@ def _step(fun: Function, st: LbfgsState, l1, tol: float, memory: int) -> LbfgsSt
     x, ev, F = found
     s, y = x - theta, ev.grad - g
     pairs_s, pairs_y = st.s, st.y
-    if memory > 0 and dot(s, y) > EPS * np.sqrt(dot(s, s) * dot(y, y)):
+    if memory > 0 and _curved(s, y):
         pairs_s, pairs_y = (pairs_s + (s,))[-memory:], (pairs_y + (y,))[-memory:]
     done = optimality(x, ev.grad, l1) <= tol
     return LbfgsState(
         st.iteration + 1, x, ev, st.loss_history + (F,), done, False, pairs_s, pairs_y
     )
+
+
+def _curved(s: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the pair passes the curvature test sᵀy > ε·‖s‖‖y‖ (keeps H positive definite)."""
+    return dot(s, y) > EPS * np.sqrt(dot(s, s) * dot(y, y))
 
 
 def _wolfe_search(fun, theta, d, f0: float, slope0: float, t: float):

@@ -58,18 +58,19 @@ def newton_method(*, tol: float, l1: np.ndarray | None = None) -> Solver:
     Returns
     -------
     Solver
-        ``init(fun, theta0) -> NewtonState`` and ``step(fun, state) -> NewtonState``.
+        ``init(fun, theta0, ev=None) -> NewtonState`` (``ev``: the evaluation at θ₀, with its
+        Hessian, if already made) and ``step(fun, state) -> NewtonState``.
     """
 
-    def init(fun: Function, theta0: np.ndarray) -> NewtonState:
-        ev = fun(theta0, hessian=True)
+    def init(fun: Function, theta0: np.ndarray, ev: Evaluation | None = None) -> NewtonState:
+        ev = fun(theta0, hessian=True) if ev is None else ev
         F = total(ev, theta0, l1)
         return NewtonState(0, theta0, ev, (F,), converged(theta0, ev, F, l1, tol))
 
     def step(fun: Function, st: NewtonState) -> NewtonState:
         return _step(fun, st, l1, tol)
 
-    return Solver("newton", init, step, l1)
+    return Solver("newton", init, step, l1, hessian=True)
 
 
 def converged(theta, ev, F: float, l1, tol: float) -> bool:
