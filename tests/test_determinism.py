@@ -53,6 +53,28 @@ def test_weights_are_bit_identical_on_sync_threads_and_a_two_process_cluster(
         np.testing.assert_array_equal(results[name].loss_history_, results["sync"].loss_history_)
 
 
+def test_a_warm_start_is_bit_identical_on_sync_threads_and_a_two_process_cluster(dataset, cluster):
+    """Its start is evaluated in the summary tasks and its L-BFGS memory carried over."""
+    path = dataset(1000, 6, 97)
+    params = {"solver": "lbfgs", "C": 0.5, "tol": 0}
+    start = dlr.LogisticRegression(max_iter=4, **params).fit(path)
+    assert start.lbfgs_memory_.shape[1] == 4
+    results = {}
+    for name, options in {
+        "sync": {"scheduler": "sync"},
+        "threads": {"scheduler": "threads", "num_workers": 2},
+        "cluster": {"scheduler": cluster.get},
+    }.items():
+        with dask.config.set(**options), get_task_stream(cluster) as stream:
+            results[name] = dlr.LogisticRegression(max_iter=6, **params).fit(path, init=start)
+    kernel_tasks = [t for t in stream.data if "dlr-part" in str(t["key"])]
+    assert len(kernel_tasks) == (results["cluster"].n_passes_ - 1) * 11  # none for the start
+    for name in ("threads", "cluster"):
+        np.testing.assert_array_equal(results[name].coef_, results["sync"].coef_, err_msg=name)
+        np.testing.assert_array_equal(results[name].loss_history_, results["sync"].loss_history_)
+        np.testing.assert_array_equal(results[name].lbfgs_memory_, results["sync"].lbfgs_memory_)
+
+
 def test_numpy_and_dask_inputs_train_bit_identically_on_the_cluster(cluster):
     import dask.array as da
 

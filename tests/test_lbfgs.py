@@ -1,6 +1,7 @@
 """L-BFGS and OWL-QN on an in-memory logistic objective: scipy's, Newton's and scikit-learn's
 optimum, exact zeros under L1, few passes per iteration, and states that can be resumed."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -174,6 +175,34 @@ def test_warm_start_at_the_optimum_is_converged_without_an_iteration():
     state = minimize(lbfgs.limited_memory_bfgs(tol=1e-10), fun, optimum, max_iter=100)
     assert state.converged and state.iteration == 0 and fun.calls == 1
     assert state.loss_history == (state.ev.loss,)
+
+
+def test_pairs_carried_into_init_make_a_restart_on_more_data_quasi_newton_from_the_start():
+    more = Logistic(m=330, seed=3)
+    less = copy.copy(more)
+    less.X, less.y = more.X[:300], more.y[:300]
+    solver = lbfgs.limited_memory_bfgs(tol=1e-10)
+    end = minimize(solver, less, np.zeros(more.p), max_iter=100)
+    assert end.converged and len(end.s) == 10
+    more.calls = 0
+    forgetful = minimize(solver, more, end.theta, max_iter=100)  # empty memory
+    forgetful_calls, more.calls = more.calls, 0
+    init = solver.init(more, end.theta, None, s=end.s, y=end.y)
+    assert init.s == end.s and init.y == end.y and init.iteration == 0
+    first = solver.step(more, init)  # the unit quasi-Newton step of the carried pairs
+    np.testing.assert_array_equal(
+        first.theta, end.theta - lbfgs.two_loop(init.ev.grad, end.s, end.y)
+    )
+    carried = minimize(solver, more, first, max_iter=100)
+    assert carried.converged and forgetful.converged
+    np.testing.assert_allclose(carried.theta, forgetful.theta, atol=1e-9)
+    assert more.calls < forgetful_calls
+    # the newest `memory` pairs are kept; a pair without positive curvature is dropped
+    short = lbfgs.limited_memory_bfgs(tol=1e-10, memory=4)
+    flat_s, flat_y = np.ones(more.p), -np.ones(more.p)
+    kept = short.init(more, end.theta, init.ev, s=(*end.s, flat_s), y=(*end.y, flat_y))
+    assert kept.s == end.s[-4:] and kept.y == end.y[-4:]
+    assert kept.ev is init.ev  # given: no call
 
 
 @pytest.mark.parametrize("penalized", [False, True])
