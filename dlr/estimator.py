@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dlr import inputs, model_io, scoring, warm
 from dlr.chunks import ChunkContext
-from dlr.engine import Engine, Labels, check_fits
+from dlr.engine import Engine, Labels, Point, check_fits
 from dlr.errors import DataError, DlrError, InvalidParameterError, NotFittedError
 from dlr.kernel import chunk_logits
 from dlr.memory import parse_size
@@ -233,7 +233,9 @@ loss_history_, grad_norm_history_, validation_loss_history_, data_fingerprint_
                     f"validation data has {vsource.n_features} features; the training data "
                     f"has {source.n_features}"
                 )
-            vfirst = None if first is None else first._replace(labels=Labels(first.labels.classes))
+            vfirst = None  # the validation loss at a warm start, in its first pass too
+            if first is not None:
+                vfirst = Point(first.theta, Labels(first.labels.classes), hessian=False)
             validation = Engine(vsource, cache_size=self.cache_size, get=engine.get, first=vfirst)
             validation_summary = validation.summarize()
         objective = Objective(
