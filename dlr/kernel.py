@@ -33,7 +33,12 @@ from dlr.chunks import ChunkContext
 from dlr.errors import DataError
 from dlr.linalg import aligned, dot, matmul, single_threaded_blas
 from dlr.memory import per_thread
-from dlr.numerics import sigmoid_curvature, softmax_and_log_sum_exp, softplus_and_sigmoid
+from dlr.numerics import (
+    sigmoid_curvature,
+    softmax_and_log_sum_exp,
+    softplus_and_sigmoid,
+    softplus_sum_and_sigmoid,
+)
 
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_SAMPLES = 64
@@ -90,7 +95,7 @@ class BinaryBlock(NamedTuple):
     Y : (rows,)
         The labels, as float64.
     softplus : (rows,)
-        log(1 + e^Z), then (weighted) the per-sample loss.
+        log(1 + e^Z), then the weighted per-sample loss (weighted samples only).
     A : (rows,)
         A = σ(Z), overwritten in place by dZ = A − Y (then weighted).
     scratch : (rows,)
@@ -222,13 +227,16 @@ def _binary_block(xb, yb, sb, ws: _Workspace, out):
     np.matmul(xb, ws.wT, out=v.Z_column)  # Z = wᵀX ...
     np.add(v.Z, ws.b[0], out=v.Z)  # ... + b
     np.copyto(v.Y, yb, casting="unsafe")
-    softplus, A = softplus_and_sigmoid(v.Z, (v.softplus, v.A, v.scratch))  # A = σ(Z)
+    if sb is None:
+        softplus, A = softplus_sum_and_sigmoid(v.Z, (v.A, v.scratch))  # A = σ(Z)
+    else:
+        softplus, A = softplus_and_sigmoid(v.Z, (v.softplus, v.A, v.scratch))
     hessian = "hess" in out
     if hessian:  # a(1 − a) needs A, which dZ overwrites next
         sigmoid_curvature(A, out=v.curvature, scratch=v.scratch)
     dZ = np.subtract(A, v.Y, out=A)  # dZ = A − Y
     if sb is None:
-        out["loss"] += softplus.sum() - np.dot(v.Y, v.Z)  # Σ log(1 + e^Z) − Y·Z
+        out["loss"] += softplus - np.dot(v.Y, v.Z)  # Σ log(1 + e^Z) − Y·Z
     else:
         np.multiply(v.Y, v.Z, out=v.YZ)
         softplus -= v.YZ  # ℓ = log(1 + e^Z) − Y·Z

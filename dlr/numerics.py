@@ -29,6 +29,11 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
+#: Samples whose factors 1 + e^(−|z|) ∈ (1, 2] :func:`softplus_sum_and_sigmoid` multiplies
+#: together before taking one log: a product of 512 is at most 2^512, far from overflow.
+LOG_GROUP = 512
+
+
 def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
     """(log(1 + exp(z)), σ(z)) for the per-chunk kernel's hot loop: one exp, in place.
 
@@ -42,17 +47,55 @@ def softplus_and_sigmoid(z: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarra
         allocation-free; the first two are returned.
     """
     sp, a, t = out if out is not None else (np.empty_like(z), np.empty_like(z), np.empty_like(z))
-    np.abs(z, out=t)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
+    _exp_minus_abs(z, t)
     np.maximum(z, 0.0, out=a)
     np.log1p(t, out=sp)
     sp += a
-    a.fill(1.0)
-    np.copyto(a, t, where=z < 0.0)
+    _sigmoid_from(z, t, a)
+    return sp, a
+
+
+def softplus_sum_and_sigmoid(z: np.ndarray, out=None) -> tuple[float, np.ndarray]:
+    """(Σ log(1 + exp(z)), σ(z)): :func:`softplus_and_sigmoid` when only the sum of the softplus
+    is needed (the kernel's unweighted loss), for about half its time.
+
+    Σ log(1 + e^z) = Σ max(z, 0) + Σ log(1 + t) with t = e^(−|z|), and the second sum is taken
+    as Σ_g log Π_{i∈g} (1 + t_i) over groups of :data:`LOG_GROUP` samples: one log per group
+    instead of a log1p per sample. Rounding 1 + t_i and the products costs at most a few units
+    of 2^−53 per sample, in absolute terms: no more than the kernel's loss Σ softplus(z) − y·z
+    already loses to rounding. σ(z) is :func:`sigmoid`'s, bit for bit.
+
+    Parameters
+    ----------
+    z : (m,) float64 logits
+    out : optional (sigmoid, scratch) arrays shaped like ``z`` to compute into; the first is
+        returned.
+    """
+    a, t = out if out is not None else (np.empty_like(z), np.empty_like(z))
+    _exp_minus_abs(z, t)
+    np.maximum(z, 0.0, out=a)
+    total = a.sum()
+    _sigmoid_from(z, t, a)  # leaves 1 + t in t
+    full = t.size - t.size % LOG_GROUP
+    total += np.log(t[:full].reshape(-1, LOG_GROUP).prod(axis=1)).sum()
+    total += np.log(t[full:].prod())
+    return float(total), a
+
+
+def _exp_minus_abs(z: np.ndarray, t: np.ndarray) -> None:
+    """t = exp(−|z|), in (0, 1] for every finite z."""
+    np.abs(z, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+
+
+def _sigmoid_from(z: np.ndarray, t: np.ndarray, a: np.ndarray) -> None:
+    """a = σ(z) from t = exp(−|z|): max([z ≥ 0], t) / (1 + t), which is 1/(1 + t) for z ≥ 0 and
+    t/(1 + t) otherwise (t ≤ 1); t becomes 1 + t."""
+    np.greater_equal(z, 0.0, out=a, casting="unsafe")
+    np.maximum(a, t, out=a)
     t += 1.0
     a /= t
-    return sp, a
 
 
 def sigmoid_curvature(a: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
 """The stable primitives stay finite and exact at extreme logits."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from dlr.numerics import (
     softmax,
     softplus,
     softplus_and_sigmoid,
+    softplus_sum_and_sigmoid,
 )
 
 EXTREMES = np.array(
@@ -55,6 +58,17 @@ def test_fused_kernel_primitive_equals_the_separate_ones():
     sp, a = softplus_and_sigmoid(z)
     np.testing.assert_array_equal(sp, softplus(z))
     np.testing.assert_array_equal(a, sigmoid(z))
+
+
+@pytest.mark.parametrize("m", [1, 511, 512, 513, 8192, 10001])
+def test_the_kernels_softplus_sum_is_the_sum_of_the_softplus_to_rounding(m):
+    rng = np.random.default_rng(m)
+    for z in (rng.normal(scale=3, size=m), np.linspace(-800, 800, m), rng.normal(size=m) * 1e-9):
+        total, a = softplus_sum_and_sigmoid(z)
+        np.testing.assert_array_equal(a, sigmoid(z))
+        exact = math.fsum(softplus(z))
+        # a few units of 2^-53 of what is summed: as np.sum of the terms would round
+        assert abs(total - exact) <= 8 * 2.0**-53 * (m + math.fsum(np.abs(z)))
 
 
 def test_sigmoid_curvature_is_a_times_one_minus_a():
