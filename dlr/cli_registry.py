@@ -41,6 +41,13 @@ lease_wait = click.option(
     help="share of each span's rows kept as its fresh holdout (chosen by row hash).",
 )
 @click.option("--chunk-samples", type=int, metavar="N", help="rows per chunk of the span.")
+@click.option(
+    "--drift-bins",
+    type=click.IntRange(min=2),
+    metavar="N",
+    help="PSI bins per feature, over the range of the first ingest's rows (fixed at the "
+    "first ingest; default 10).",
+)
 @lease_wait
 @storage_option
 def ingest(
@@ -51,6 +58,7 @@ def ingest(
     sample_weight,
     holdout_fraction,
     chunk_samples,
+    drift_bins,
     lease_wait,
     storage_option,
 ):
@@ -68,6 +76,7 @@ def ingest(
         sample_weight=sample_weight,
         holdout_fraction=holdout_fraction,
         chunk_samples=chunk_samples,
+        drift_bins=drift_bins,
         storage_options=options,
         lease_wait=lease_wait,
     )

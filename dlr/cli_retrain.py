@@ -81,6 +81,15 @@ def _load_config(ctx: click.Context, param, path: str | None):
     return path
 
 
+def _refuse_drift_bins(value) -> None:
+    """The PSI bins were a setting of each run; they belong to the registry now."""
+    if value is not None:
+        raise DlrError(
+            "drift-bins is not a `dlr retrain` setting: the PSI bins belong to the registry, "
+            "fixed at its first ingest (`dlr ingest --drift-bins N`)"
+        )
+
+
 @click.command("retrain")
 @click.option(
     "--config",
@@ -142,10 +151,10 @@ def _load_config(ctx: click.Context, param, path: str | None):
 )
 @click.option(
     "--drift-bins",
-    type=click.IntRange(min=2),
-    default=10,
-    show_default=True,
-    help="histogram bins of the population stability index.",
+    type=int,
+    hidden=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: _refuse_drift_bins(value),
 )
 @click.option(
     "--lease-ttl",
@@ -168,7 +177,6 @@ def retrain(
     period,
     window_last,
     window_within,
-    drift_bins,
     lease_ttl,
     no_intercept,
     class_weight,
@@ -204,7 +212,6 @@ def retrain(
         fit_options=fit_options,
         window_last=window_last,
         window_within=parse_period(window_within) if window_within else None,
-        drift_bins=drift_bins,
         lease_ttl=lease_ttl,
     )
     with _scheduler_for(scheduling, holdout, options, ("X", "y")):

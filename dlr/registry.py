@@ -4,7 +4,8 @@
                                the versions gc removed, and the "event" of its last change
     REG/spans.json             the committed spans in commit order (rewriting it is the commit),
                                and the "event" of the last commit
-    REG/spans/<id>/            a span's train rows: a dlr dataset (X, y[, w]), written once
+    REG/spans/<id>/            a span's train rows: a dlr dataset (X, y[, w]), written once,
+                               and summary.json, what drift needs of them (dlr.spansummary)
     REG/holdout/<id>/          the span's fresh-holdout rows, same format
     REG/versions/<n>/          immutable version n: a model directory plus lineage.json
     REG/aliases/<name>.json    {"alias", "version", "previous", "moved_at", "run", "by", "reason",
@@ -150,7 +151,9 @@ class Registry:
     @property
     def schema(self) -> dict | None:
         """{"features": [...], "label": str, "sample_weight": str | None, "dtypes": {...},
-        "x_dtype": str}, fixed at the first ingest; None before it."""
+        "x_dtype": str, "drift": {"bins": int, "min": [...], "max": [...]}}, fixed at the
+        first ingest; None before it. ``drift`` (the PSI bins, :class:`dlr.summary.Edges`)
+        is absent in a registry from before it was kept, until :meth:`set_drift_edges`."""
         return self._meta()["schema"]
 
     def set_schema(self, schema: dict) -> None:
@@ -160,6 +163,20 @@ class Registry:
             if meta["schema"] is not None and meta["schema"] != schema:
                 raise RegistryConflict(f"the schema of '{self.url}' is already fixed")
             return {**meta, "schema": schema}, None
+
+        self._commit("registry.json", change, "meta")
+
+    def set_drift_edges(self, edges: dict) -> None:
+        """Record the drift edges in a schema from before they were kept (the caller holds
+        the lease); :class:`RegistryConflict` if other edges are recorded already."""
+
+        def change(meta: dict):
+            there = meta["schema"].get("drift")
+            if there is not None:
+                if there != edges:
+                    raise RegistryConflict(f"the drift edges of '{self.url}' are already fixed")
+                return None
+            return {**meta, "schema": {**meta["schema"], "drift": edges}}, None
 
         self._commit("registry.json", change, "meta")
 

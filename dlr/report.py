@@ -213,8 +213,10 @@ def render_html(record: dict) -> str:
     parts.append("<h2>Drift of the new spans against the training set</h2>")
     if drift:
         parts.append(
-            f"<p>{drift['new_samples']} new samples against {drift['reference_samples']}; "
-            f"PSI over {drift['bins']} bins of the reference's range.</p>"
+            f"<p>{drift['new_samples']} new samples against the "
+            f"{drift['reference_samples']} of the older spans; PSI over the registry's "
+            f"{drift['bins']} bins per feature (equal-width over the range of its first "
+            "ingest, fixed then).</p>"
         )
         parts.append(
             _table(

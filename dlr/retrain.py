@@ -33,7 +33,6 @@ import numpy as np
 from dlr import __version__, scoring
 from dlr.curves import BINS as CURVE_BINS
 from dlr.dataset import open_dataset
-from dlr.drift import drift
 from dlr.errors import DlrError
 from dlr.estimator import LogisticRegression, load
 from dlr.gate import decide, parse_gate
@@ -43,6 +42,7 @@ from dlr.registry import Registry, RegistryConflict, now_iso
 from dlr.report import jsonable, report_files, summary
 from dlr.sources import from_dataset
 from dlr.spanset import holdout_source, training_source, window
+from dlr.spansummary import span_drift
 
 PROMOTED, ERROR, REJECTED, NOTHING_NEW, LOCKED = 0, 1, 3, 4, 5
 EXIT_CODES = {"promoted": PROMOTED, "challenger": PROMOTED, "rejected": REJECTED}
@@ -67,7 +67,6 @@ class RetrainConfig:
     fit_options: dict = field(default_factory=dict)
     window_last: int | None = None
     window_within: timedelta | None = None
-    drift_bins: int = 10
     lease_ttl: float = 60.0
     owner: str | None = None
 
@@ -340,18 +339,9 @@ class _Run:
                     curves.setdefault(name, {})[who] = counts
         self._timed("evaluate", started)
         started = time.perf_counter()
-        shift = None
-        if old:
-            # the reference is the older spans' fresh holdout: a hash-chosen sample of their
-            # rows (10 % by default), so drift costs a pass over the new rows, not over history
-            sampled = sum(s.holdout_rows for s in old) > 0
-            reference = holdout_source(reg, old) if sampled else training_source(reg, old)
-            shift = drift(
-                reference,
-                training_source(reg, new),
-                names=(reg.schema or {}).get("features"),
-                bins=cfg.drift_bins,
-            )
+        # the new spans' train rows against the rest of the training set, from the summaries
+        # the spans keep (written at ingest): no pass over the data
+        shift = span_drift(reg, old, new, echo=self.echo) if old else None
         self._timed("drift", started)
         decision = decide(self.thresholds, metrics["candidate"], metrics["champion"], shift)
         if not decision.passed:

@@ -8,16 +8,21 @@ missing, extra or retyped column, a missing value, NaN or inf, a non-integer lab
 weight. Rows are written, chunk by chunk, as two dlr datasets (:func:`dlr.dataset.codecs`:
 checksummed chunks): the train rows and the *fresh holdout*, the rows whose content hash falls
 below ``holdout_fraction`` (:func:`holdout_mask`: deterministic, independent of file names and
-batch boundaries, so a row is held out forever).
+batch boundaries, so a row is held out forever). Each group also gets ``summary.json``, the
+:class:`dlr.summary.Summary` of its rows (moments, range, class counts, histograms on the
+registry's drift edges: :mod:`dlr.spansummary`), counted from the batches as they stream by.
+The drift edges are fixed at the registry's first ingest: ``drift_bins`` equal-width bins per
+feature over the range of all its rows, which are known only once they are staged, so that
+ingest counts its histograms by reading its staged spans back once.
 
-The span id is the sha256 of the schema and the rows (computed while writing), so the same
-content under any file name is the same span. Spans are written under temporary names; then,
-holding the registry lease, ingest renames (or, on object storage, copies) them to
-``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object storage
-also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit, which carries the
-ingest's history event (its file follows). An interrupted ingest leaves nothing visible, and
-no event; rerunning it completes it. A span already committed
-changes nothing. All SOURCEs of one call are committed together or not at all.
+The span id is the sha256 of the schema (without its drift edges) and the rows (computed
+while writing), so the same content under any file name is the same span. Spans are written
+under temporary names; then, holding the registry lease, ingest renames (or, on object
+storage, copies) them to ``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json``
+atomically (on object storage also a compare-and-swap, :meth:`Registry.update_span_entries`)
+— the commit, which carries the ingest's history event (its file follows). An interrupted
+ingest leaves nothing visible, and no event; rerunning it completes it. A span already
+committed changes nothing. All SOURCEs of one call are committed together or not at all.
 """
 
 import hashlib
@@ -36,6 +41,8 @@ from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.pause import pause_point
 from dlr.registry import Registry, now_iso
+from dlr.spansummary import DEFAULT_BINS, histograms, summary_bytes
+from dlr.summary import Accumulator, Edges, Summary, merge
 from dlr.tables import read_batches
 
 #: Default rows per chunk of a span: about this many bytes of features.
@@ -69,14 +76,16 @@ def ingest(
     sample_weight: str | None = None,
     holdout_fraction: float = 0.1,
     chunk_samples: int | None = None,
+    drift_bins: int | None = None,
     storage_options: dict | None = None,
     lease: Lease | None = None,
     lease_wait: float = 60.0,
 ) -> list[IngestResult]:
     """Ingest each of ``sources`` as a span of ``registry`` (see the module docstring).
 
-    ``label``, ``features`` (default: every other column, in file order) and
-    ``sample_weight`` fix the schema at the first ingest and must agree with it later.
+    ``label``, ``features`` (default: every other column, in file order), ``sample_weight``
+    and ``drift_bins`` (default :data:`dlr.spansummary.DEFAULT_BINS`) fix the schema at the
+    first ingest and must agree with it later.
     ``storage_options`` open the sources (the registry has its own). The commit holds the
     registry ``lease`` if given, else acquires one (waiting up to ``lease_wait`` seconds).
     """
@@ -86,7 +95,12 @@ def ingest(
         raise DlrError("nothing to ingest: give at least one SOURCE")
     if chunk_samples is not None and chunk_samples < 1:
         raise DlrError(f"--chunk-samples must be at least 1, got {chunk_samples}")
+    if drift_bins is not None and drift_bins < 2:
+        raise DlrError(f"--drift-bins must be at least 2, got {drift_bins}")
     schema = registry.schema
+    first_ingest = schema is None
+    if not first_ingest:
+        _check_drift_bins(schema, drift_bins, registry.url)
     staged: list[_Staged] = []
     try:
         for source in sources:
@@ -103,8 +117,13 @@ def ingest(
                     schema,
                     holdout_fraction,
                     chunk_samples,
+                    first_ingest,
                 )
             )
+        if first_ingest:
+            schema, staged = _fix_edges(registry, schema, staged, drift_bins or DEFAULT_BINS)
+        for s in staged:
+            _keep_summaries(registry, s, Edges.from_json(schema.get("drift")))
         pause_point("before-commit")
         if lease is not None:
             return _commit(registry, staged, schema, lease)
@@ -137,6 +156,8 @@ class _Staged(NamedTuple):
     holdout_key: str
     holdout_fraction: float
     chunk_samples: int
+    train_summary: Summary | None = None  # None: not counted (no drift edges yet)
+    holdout_summary: Summary | None = None
 
 
 # schema ----------------------------------------------------------------------------------------
@@ -199,6 +220,72 @@ def _schema(
         "dtypes": {c: str(types[c]) for c in columns},
         "x_dtype": "float32" if single else "float64",
     }
+
+
+def _check_drift_bins(fixed: dict, drift_bins: int | None, url: str) -> None:
+    """--drift-bins must agree with the bins fixed at the registry's first ingest."""
+    if drift_bins is None:
+        return
+    drift = fixed.get("drift")
+    if drift is None:
+        raise DataError(
+            f"--drift-bins: the registry '{url}' is from before drift bins were fixed at "
+            f"ingest; its next `dlr retrain` fixes {DEFAULT_BINS} bins from its oldest span"
+        )
+    if drift["bins"] != drift_bins:
+        raise DataError(
+            f"--drift-bins {drift_bins} disagrees with the registry's schema (drift bins "
+            f"{drift['bins']}, fixed at its first ingest)"
+        )
+
+
+def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int):
+    """The first ingest's schema with its drift edges — ``bins`` bins over the range of all
+    its staged rows — and its staged spans with their histograms on them, counted by reading
+    the staged groups back (once in the registry's life)."""
+    from dlr.dataset import open_dataset
+    from dlr.sources import from_dataset
+
+    edges = Edges.spanning(
+        merge([x for s in staged for x in (s.train_summary, s.holdout_summary)]), bins
+    )
+    store = registry.store
+    options = None if store.local else registry.storage_options
+    groups = [(s.train_key, s.train_rows) for s in staged]
+    groups += [(s.holdout_key, s.holdout_rows) for s in staged]
+    read = [key for key, rows in groups if rows]
+    sources = [
+        from_dataset(
+            open_dataset(
+                store.path(key) if store.local else store.url_of(key), storage_options=options
+            )
+        )
+        for key in read
+    ]
+    counts = dict(zip(read, histograms(sources, edges), strict=True))
+    none = np.zeros((len(schema["features"]), bins), dtype=np.int64)  # a group of no rows
+    staged = [
+        s._replace(
+            train_summary=s.train_summary.with_hist(counts.get(s.train_key, none)),
+            holdout_summary=s.holdout_summary.with_hist(counts.get(s.holdout_key, none)),
+        )
+        for s in staged
+    ]
+    return {**schema, "drift": edges.to_json()}, staged
+
+
+def _keep_summaries(registry: Registry, s: "_Staged", edges: Edges | None) -> None:
+    """Write the summaries of a staged span into its groups (published with them)."""
+    if s.train_summary is None or s.train_summary.hist is None:
+        return  # a registry from before drift edges: its next retrain computes them
+    try:
+        for key, summary in ((s.train_key, s.train_summary), (s.holdout_key, s.holdout_summary)):
+            registry.store.write(f"{key}/summary.json", summary_bytes(summary, edges))
+    except OSError as e:
+        raise DlrError(
+            f"cannot write the span of '{s.source}' into '{registry.url}': "
+            f"{e.strerror or e}; nothing was committed"
+        ) from None
 
 
 def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
@@ -304,7 +391,15 @@ class _GroupWriter:
     of a write (a full disk) comes out of the next :meth:`append` or :meth:`close`.
     """
 
-    def __init__(self, registry: Registry, key: str, schema: dict, chunk_samples: int, writer):
+    def __init__(
+        self,
+        registry: Registry,
+        key: str,
+        schema: dict,
+        chunk_samples: int,
+        writer,
+        summary: Accumulator | None,
+    ):
         n = len(schema["features"])
         store = registry.store
         url = store.path(key) if store.local else store.url_of(key)
@@ -333,9 +428,12 @@ class _GroupWriter:
         self.pending_rows = 0
         self.writer = writer
         self.writes: list = []
+        self.summary = summary
 
     def append(self, X, y, w) -> None:
         """Add rows; every whole chunk they complete is written at once."""
+        if self.summary is not None:
+            self.summary.add(X, y)
         if len(y):
             self.pending.append((X, y, w))
             self.pending_rows += len(y)
@@ -387,8 +485,11 @@ def _stage(
     schema: dict,
     holdout_fraction: float,
     chunk_samples: int | None,
+    first_ingest: bool,
 ) -> _Staged:
-    """Write one SOURCE as staged train and holdout groups; hash its content meanwhile."""
+    """Write one SOURCE as staged train and holdout groups; hash and summarize its content
+    meanwhile (histograms only on the schema's drift edges: none yet at the first ingest, and
+    none kept in a registry from before them)."""
     n = len(schema["features"])
     c = chunk_samples or max(1, CHUNK_BYTES // (n * np.dtype(schema["x_dtype"]).itemsize))
     store = registry.store
@@ -396,11 +497,17 @@ def _stage(
     keys = store.temp_key(prefix[0]), store.temp_key(prefix[1])
     staged = _Staged("", source, 0, 0, 0, *keys, holdout_fraction, c)
     hashes = [hashlib.sha256() for _ in range(3)]
+    edges = Edges.from_json(schema.get("drift"))
+    summarize = edges is not None or first_ingest
     writer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-write")
     try:
         try:
-            train = _GroupWriter(registry, keys[0], schema, c, writer)
-            holdout = _GroupWriter(registry, keys[1], schema, c, writer)
+            train, holdout = (
+                _GroupWriter(
+                    registry, key, schema, c, writer, Accumulator(n, edges) if summarize else None
+                )
+                for key in keys
+            )
             rows = 0
             for file, offset, batch in batches:
                 X, y, w = _check(batch, schema, file, offset)
@@ -427,10 +534,15 @@ def _stage(
         for key in keys:
             _quietly_delete(store, key)
         raise
-    canonical = json.dumps(schema, sort_keys=True).encode()
+    canonical = json.dumps(_core(schema), sort_keys=True).encode()
     digest = hashlib.sha256(canonical + b"".join(h.digest() for h in hashes)).hexdigest()
     return staged._replace(
-        id=digest[:24], rows=rows, train_rows=train.rows, holdout_rows=holdout.rows
+        id=digest[:24],
+        rows=rows,
+        train_rows=train.rows,
+        holdout_rows=holdout.rows,
+        train_summary=train.summary.result() if summarize else None,
+        holdout_summary=holdout.summary.result() if summarize else None,
     )
 
 
@@ -446,7 +558,9 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
     if not lease.held:
         raise DlrError("the registry lease was lost before the commit; nothing was committed")
     fixed = registry.schema
-    if fixed is not None and fixed != schema:
+    # a schema from before drift edges may have had them fixed meanwhile (by a retrain)
+    legacy = fixed is not None and "drift" not in schema and "drift" in fixed
+    if fixed is not None and fixed != schema and not (legacy and _core(fixed) == schema):
         raise DataError(
             f"the schema of '{registry.url}' was fixed by another ingest meanwhile "
             f"(features {', '.join(fixed['features'])}, label {fixed['label']}); nothing "
@@ -505,6 +619,11 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             f"cannot commit to '{registry.url}': {e.strerror or e}; nothing was committed"
         ) from None
     return results
+
+
+def _core(schema: dict) -> dict:
+    """The schema without its drift edges."""
+    return {k: v for k, v in schema.items() if k != "drift"}
 
 
 def _ingest_event(old: list[dict], new: list[dict], lease: Lease) -> dict:

@@ -1,6 +1,7 @@
 """`dlr ingest`: every format becomes the same content-named span, exactly once; bad batches
 are refused naming file, column and row, with nothing committed; an ingest killed at any point
-leaves nothing visible and its rerun completes it; a full disk is a clear error."""
+leaves nothing visible and its rerun completes it; a full disk is a clear error. Each span
+keeps the summary of its rows (what drift needs), on drift edges fixed at the first ingest."""
 
 import json
 import os
@@ -14,8 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
+from dlr import spans, spansummary, summary
 from dlr.registry import Registry
-from dlr.spans import holdout_mask
+from dlr.spans import holdout_mask, ingest
+from dlr.summary import Edges, of_rows
+from tests.conftest import assert_matches
 from tests.registry_support import (
     ok,
     race_two_ingests,
@@ -75,8 +79,18 @@ def committed_state(reg_path) -> dict:
     return {k: v for k, v in tree(reg_path).items() if not k.startswith("lease")}
 
 
+def summary_files(reg) -> dict:
+    return {k: v for k, v in tree(reg).items() if k.endswith("summary.json")}
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Summaries over blocks of 100 rows (of 3 features), so a span has many of them."""
+    monkeypatch.setattr(summary, "BLOCK_BYTES", 8 * 3 * 100)
+
+
 @pytest.mark.parametrize("kind", ["parquet", "parquet-directory", "csv", "npy", "npz"])
-def test_every_format_becomes_the_same_content_named_span(kind, tmp_path):
+def test_every_format_becomes_the_same_content_named_span(kind, tmp_path, small_blocks):
     t = table(ROWS, seed=1)
     reference = tmp_path / "reference"
     ok("ingest", write("parquet", t, tmp_path / "ref"), "--registry", reference, "--label", "label")
@@ -97,6 +111,64 @@ def test_every_format_becomes_the_same_content_named_span(kind, tmp_path):
     order = np.lexsort(X.T[::-1])
     np.testing.assert_array_equal(X[order], source[np.lexsort(source.T[::-1])])
     assert y.sum() == t.column("label").to_numpy().sum()
+    # and the same summaries, bit for bit, whatever the record batches were
+    assert len(summary_files(reg)) == 2 and summary_files(reg) == summary_files(reference)
+
+
+def test_the_summaries_are_the_same_bits_under_any_chunking(tmp_path, small_blocks):
+    source = write("parquet", table(ROWS, seed=3), tmp_path / "day")
+    for chunk in ("64", "1000", "2500"):
+        ok("ingest", source, "--registry", tmp_path / chunk, "--label", "label",
+           "--chunk-samples", chunk)  # fmt: skip
+    assert len(summary_files(tmp_path / "64")) == 2
+    assert summary_files(tmp_path / "64") == summary_files(tmp_path / "1000")
+    assert summary_files(tmp_path / "64") == summary_files(tmp_path / "2500")
+
+
+def test_each_span_keeps_the_summary_of_its_rows_on_the_edges_of_the_first_ingest(
+    tmp_path, small_blocks, monkeypatch
+):
+    a, b = table(ROWS, seed=4), table(1000, seed=5)
+    reg = tmp_path / "reg"
+    first = [write("parquet", a, tmp_path / "a"), write("csv", b, tmp_path / "b")]
+    ok("ingest", *first, "--registry", reg, "--label", "label", "--drift-bins", "7")
+    registry = Registry(str(reg))
+    # the edges: 7 bins over the range of every row of the first ingest (both sources)
+    rows = np.concatenate(
+        [np.column_stack([t.column(c).to_numpy() for c in "abc"]) for t in (a, b)]
+    )
+    assert registry.schema["drift"] == {
+        "bins": 7,
+        "min": rows.min(0).tolist(),
+        "max": rows.max(0).tolist(),
+    }
+    edges = Edges.from_json(registry.schema["drift"])
+
+    def assert_summaries_of_rows(span):
+        for part, url in (("train", span.train_url), ("holdout", span.holdout_url)):
+            group = zarr.open_group(url, mode="r")
+            want = of_rows(group["X"][:], group["y"][:], edges)
+            got = spansummary.load(registry, span.id, part, edges)
+            assert (got.count, got.labels) == (want.count, want.labels)
+            for field in ("min", "max", "hist"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+            assert_matches(got.mean, want.mean)
+            assert_matches(got.m2, want.m2)
+
+    for span in registry.spans():
+        assert_summaries_of_rows(span)
+    # a later ingest counts its histograms while it streams the batch: nothing is read back
+    monkeypatch.setattr(spans, "histograms", None)
+    wide = table(800, seed=6)
+    wide = wide.set_column(0, "a", pa.array(wide.column("a").to_numpy() * 5))  # off the edges
+    (later,) = ingest([write("parquet", wide, tmp_path / "c")], registry)
+    assert_summaries_of_rows(registry.spans()[-1])
+    assert registry.spans()[-1].id == later.id
+    # the bins are the registry's
+    err = refused(
+        "ingest", write("npz", wide, tmp_path / "d"), "--registry", reg, "--drift-bins", 10
+    )
+    assert "--drift-bins 10 disagrees with the registry's schema (drift bins 7" in err
 
 
 def test_a_zarr_dataset_is_ingested_chunk_by_chunk(tmp_path, dataset):
