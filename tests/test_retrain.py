@@ -18,16 +18,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fsspec.implementations.local
+import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
 
 import dlr
+from dlr import retrain as retrain_module
 from dlr import sources
 from dlr.cli import main
 from dlr.decode import read_block
 from dlr.demo_retrain import run_retrain_demo, write_batch, write_holdout
-from dlr.errors import DlrError
+from dlr.drift import drift
+from dlr.errors import DataError, DlrError
 from dlr.estimator import LogisticRegression
 from dlr.gate import GateError
 from dlr.registry import Registry
@@ -43,6 +46,7 @@ from dlr.retrain import (
 )
 from dlr.spans import ingest
 from dlr.spanset import training_source
+from dlr.summary import Edges, of_rows
 from tests.registry_support import small_tmpfs
 
 DLR = str(Path(sys.executable).with_name("dlr"))
@@ -315,6 +319,7 @@ def test_the_cli_reads_a_toml_config_and_flags_win(days, tmp_path):
         ('gate = ["roc_auc>=0.7"]\nmax_iterations = 3\n', "unknown setting 'max_iterations'"),
         ("gate = [", "is not valid TOML"),
         ('gate = ["auc>=0.7"]\n', "unknown metric 'auc'"),
+        ('gate = ["roc_auc>=0.7"]\ndrift-bins = 20\n', "(`dlr ingest --drift-bins N`)"),
     ],
 )
 def test_config_and_gate_mistakes_are_one_line_errors(days, tmp_path, content, message):
@@ -579,6 +584,112 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
         assert len(moves_to(days.url, 2)) == 1
         assert json.loads((run / "report.json").read_text())["version"] == 2
         assert coefficients(reg, 1) == champion
+
+
+# --- drift ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drift_reads(monkeypatch):
+    """Every chunk read while the run computes drift, as (store path, chunk)."""
+    seen, inside = [], []
+    span_drift = retrain_module.span_drift
+
+    def watched(*args, **kwargs):
+        inside.append(True)
+        try:
+            return span_drift(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    def counting_read(arr, samples_first, start, stop, origin, chunk, *rest):
+        if inside:
+            seen.append((str(arr.store_path), chunk))
+        return read_block(arr, samples_first, start, stop, origin, chunk, *rest)
+
+    monkeypatch.setattr(retrain_module, "span_drift", watched)
+    monkeypatch.setattr(sources, "read_block", counting_read)
+    return seen
+
+
+def train_rows(span):
+    group = zarr.open_group(span.train_url, mode="r")
+    return group["X"][:], group["y"][:]
+
+
+def test_drift_of_the_new_span_against_the_training_set_reads_no_data(days, drift_reads):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2, rows=1000)
+    shift = days.retrain("day-2").record["drift"]
+    assert drift_reads == []
+    reg = days.registry
+    old, new = reg.spans()
+    # the statistics of the rows themselves: the older span's train rows against the new one's
+    edges = Edges.from_json(reg.schema["drift"])
+    want = drift(of_rows(*train_rows(old), edges), of_rows(*train_rows(new), edges))
+    assert (shift["reference_samples"], shift["new_samples"]) == (old.train_rows, new.train_rows)
+    assert shift["bins"] == 10
+    assert shift["label_rates"] == want["label_rates"]
+    for got, expected in zip(shift["features"], want["features"], strict=True):
+        assert got["psi"] == pytest.approx(expected["psi"], rel=1e-12, abs=1e-15)
+        assert got["smd"] == pytest.approx(expected["smd"], rel=1e-9, abs=1e-12)
+
+
+def test_a_registry_from_before_span_summaries_retrains_and_gets_them_back(days, drift_reads):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    old = Days(days.root / "old")  # the same registry as dlr kept it before summaries
+    shutil.copytree(days.url, old.url)
+    old.holdout = days.holdout
+    for path in Path(old.url).glob("*/*/summary.json"):
+        path.unlink()
+    meta = json.loads((Path(old.url) / "registry.json").read_text())
+    del meta["schema"]["drift"]
+    (Path(old.url) / "registry.json").write_text(json.dumps(meta))
+    day3 = write_batch(str(days.root / "day3.npz"), 3, days.rows, FEATURES)
+    with pytest.raises(DataError, match="from before drift bins were fixed at ingest"):
+        ingest([day3], Registry(old.url), drift_bins=10)  # its next retrain fixes them...
+    for d in (days, old):
+        ingest([day3], Registry(d.url))  # ...and until then its spans get no summary
+    assert not list(Path(old.url).glob("*/*/summary.json"))
+    messages = []
+    legacy = retrain(old.url, old.config(), run_key="day-2", echo=messages.append)
+    assert [m for m in messages if m.startswith("drift:")] == [
+        "drift: 3 span(s) have no summary (ingested before dlr kept them): one pass over "
+        "their train rows, stored for later runs; drift bins fixed from the range of span "
+        f"{Registry(old.url).spans()[0].id}"
+    ]
+    assert drift_reads  # that pass
+    # the edges come from the oldest span, the first ingest's only source: the same edges
+    assert Registry(old.url).schema == days.registry.schema
+    assert len(list(Path(old.url).glob("spans/*/summary.json"))) == 3
+    expected = days.retrain("day-2").record["drift"]
+    for got, want in zip(legacy.record["drift"]["features"], expected["features"], strict=True):
+        assert got["psi"] == want["psi"]  # the same histograms
+        assert got["smd"] == pytest.approx(want["smd"], rel=1e-9, abs=1e-12)
+    # the next run reads no data for drift
+    drift_reads.clear()
+    old.ingest(4)
+    assert old.retrain("day-4").record["drift"] is not None
+    assert drift_reads == []
+
+
+def test_a_psi_threshold_blocks_the_promotion_of_a_shifted_batch(days):
+    gate = (*GATE, "psi<=0.25")
+    days.ingest(1)
+    days.retrain("day-1", gate=gate)
+    batch = np.load(write_batch(str(days.root / "day2.npz"), 2, days.rows, FEATURES))
+    x = batch["X"].copy()
+    x[:, 0] += 3 * x[:, 0].std()  # one feature moved by three standard deviations
+    np.savez(days.root / "shifted.npz", X=x, y=batch["y"])
+    ingest([str(days.root / "shifted.npz")], days.registry)
+    outcome = days.retrain("day-2", gate=gate)
+    assert (outcome.exit_code, outcome.decision) == (REJECTED, "rejected")
+    assert "psi<=0.25 failed:" in outcome.reason
+    assert days.registry.alias("champion") == 1
+    assert outcome.record["drift"]["features"][0]["psi"] > 0.25
 
 
 # --- warm start ---------------------------------------------------------------------------
