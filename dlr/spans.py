@@ -41,8 +41,8 @@ from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.pause import pause_point
 from dlr.registry import Registry, now_iso
-from dlr.spansummary import DEFAULT_BINS, histograms, summary_bytes
-from dlr.summary import Accumulator, Edges, Summary, merge
+from dlr.spansummary import DEFAULT_BINS, summary_bytes
+from dlr.summary import Accumulator, Edges, Summary, histogram, merge
 from dlr.tables import read_batches
 
 #: Default rows per chunk of a span: about this many bytes of features.
@@ -242,32 +242,26 @@ def _check_drift_bins(fixed: dict, drift_bins: int | None, url: str) -> None:
 def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int):
     """The first ingest's schema with its drift edges — ``bins`` bins over the range of all
     its staged rows — and its staged spans with their histograms on them, counted by reading
-    the staged groups back (once in the registry's life)."""
-    from dlr.dataset import open_dataset
-    from dlr.sources import from_dataset
-
+    the staged groups back chunk by chunk (once in the registry's life)."""
     edges = Edges.spanning(
         merge([x for s in staged for x in (s.train_summary, s.holdout_summary)]), bins
     )
-    store = registry.store
-    options = None if store.local else registry.storage_options
-    groups = [(s.train_key, s.train_rows) for s in staged]
-    groups += [(s.holdout_key, s.holdout_rows) for s in staged]
-    read = [key for key, rows in groups if rows]
-    sources = [
-        from_dataset(
-            open_dataset(
-                store.path(key) if store.local else store.url_of(key), storage_options=options
-            )
-        )
-        for key in read
-    ]
-    counts = dict(zip(read, histograms(sources, edges), strict=True))
-    none = np.zeros((len(schema["features"]), bins), dtype=np.int64)  # a group of no rows
+
+    def counted(key: str, summary: Summary) -> Summary:
+        store = registry.store
+        url = store.path(key) if store.local else store.url_of(key)
+        options = None if store.local else registry.storage_options
+        x = zarr.open_group(url, mode="r", storage_options=options)["X"]
+        counts = np.zeros((x.shape[1], bins), dtype=np.int64)
+        step = x.chunks[0]
+        for start in range(0, x.shape[0], step):
+            counts += histogram(x[start : start + step], edges)
+        return summary.with_hist(counts)
+
     staged = [
         s._replace(
-            train_summary=s.train_summary.with_hist(counts.get(s.train_key, none)),
-            holdout_summary=s.holdout_summary.with_hist(counts.get(s.holdout_key, none)),
+            train_summary=counted(s.train_key, s.train_summary),
+            holdout_summary=counted(s.holdout_key, s.holdout_summary),
         )
         for s in staged
     ]

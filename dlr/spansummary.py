@@ -20,12 +20,10 @@ every later run.
 
 import json
 
-import numpy as np
-
 from dlr.drift import drift
 from dlr.errors import DlrError
 from dlr.registry import Registry, RegistryConflict, SpanInfo
-from dlr.summary import Edges, Summary, empty, from_json, histogram, merge, of_rows, to_json
+from dlr.summary import Edges, Summary, empty, from_json, merge, of_rows, to_json
 
 #: PSI bins of a registry whose first ingest gave no ``--drift-bins``.
 DEFAULT_BINS = 10
@@ -68,18 +66,13 @@ def edges_of(registry: Registry) -> Edges | None:
 
 # passes over span data (registries from before summaries, and the first ingest) -------------
 def _chunk_summary(x, y, samples_first, bins, lo, hi):
-    x = np.asarray(x) if samples_first else np.asarray(x).T
-    return of_rows(x, y, None if bins is None else Edges(bins, lo, hi))
+    edges = None if bins is None else Edges(bins, lo, hi)
+    return of_rows(x, y, edges, samples_first=samples_first)
 
 
-def _chunk_histogram(x, samples_first, bins, lo, hi):
-    x = np.asarray(x) if samples_first else np.asarray(x).T
-    return histogram(x, Edges(bins, lo, hi))
-
-
-def _run(sources: list, task, edges: Edges | None, labels: bool) -> list[list]:
-    """``task`` on every chunk of every source, in one graph: the results per source, in
-    chunk order."""
+def _run(sources: list, edges: Edges | None) -> list[list]:
+    """The summary of every chunk of every source, in one graph: per source, in chunk
+    order."""
     import uuid
 
     from dlr.engine import run_graph
@@ -93,8 +86,7 @@ def _run(sources: list, task, edges: Edges | None, labels: bool) -> list[list]:
         for i in range(source.n_chunks):
             x, y, _ = source.exprs(i)
             key = (f"dlr-span-summary-{token}-{k}", i)
-            inputs = (x, y) if labels else (x,)
-            dsk[key] = (task, *inputs, source.samples_first, *args)
+            dsk[key] = (_chunk_summary, x, y, source.samples_first, *args)
             mine.append(key)
         keys.append(mine)
     flat = run_graph(dsk, [key for mine in keys for key in mine]) if dsk else []
@@ -108,18 +100,7 @@ def _run(sources: list, task, edges: Edges | None, labels: bool) -> list[list]:
 def summarize(sources: list, edges: Edges | None) -> list[Summary]:
     """The summary of each source's rows (one pass over all of them, one graph); histograms
     only with ``edges``."""
-    return [merge(parts) for parts in _run(sources, _chunk_summary, edges, labels=True)]
-
-
-def histograms(sources: list, edges: Edges) -> list[np.ndarray]:
-    """The (n, bins) histogram of each source's rows on ``edges`` (one pass, one graph)."""
-    out = []
-    for parts in _run(sources, _chunk_histogram, edges, labels=False):
-        total = np.array(parts[0], dtype=np.int64, copy=True)
-        for p in parts[1:]:
-            total += p
-        out.append(total)
-    return out
+    return [merge(parts) for parts in _run(sources, edges)]
 
 
 # what drift reads ------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ import numpy as np
 #: Bytes of float64 features per block an :class:`Accumulator` summarizes at once.
 BLOCK_BYTES = 8 << 20
 
+#: Rows an :class:`Accumulator` copies (transposed) at a time: a tile that stays in cache.
+TILE_ROWS = 1024
+
 FORMAT = "dlr-summary"
 FORMAT_VERSION = 1
 
@@ -80,34 +83,56 @@ def empty(n: int, edges: Edges | None = None) -> Summary:
     return Summary(0, zeros, zeros.copy(), np.full(n, np.inf), np.full(n, -np.inf), {}, hist)
 
 
-def histogram(x: np.ndarray, edges: Edges) -> np.ndarray:
-    """(n, bins) counts of the rows ``x`` (m, n) on ``edges``."""
-    x = np.asarray(x, dtype=np.float64)
-    n, bins = x.shape[1], edges.bins
-    width = edges.width
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(width > 0, (x - edges.lo) / np.where(width > 0, width, 1), 0)
-    index = np.clip(np.floor(scaled), 0, bins - 1).astype(np.intp)
-    flat = (index + np.arange(n) * bins).ravel()
-    return np.bincount(flat, minlength=n * bins).reshape(n, bins).astype(np.int64)
+def _features_first(x: np.ndarray, samples_first: bool) -> np.ndarray:
+    """``x`` as a C-contiguous float64 (n, m) array (each feature's values contiguous: the
+    reductions below run along memory)."""
+    x = x.T if samples_first else x
+    return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def of_rows(x: np.ndarray, y: np.ndarray, edges: Edges | None = None) -> Summary:
-    """The summary of rows ``x`` (m, n) with classes ``y`` (m,); histograms only with
+def histogram(x: np.ndarray, edges: Edges, *, samples_first: bool = True) -> np.ndarray:
+    """(n, bins) counts of the rows ``x`` — (m, n), or (n, m) if not ``samples_first`` — on
     ``edges``."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape[0] == 0:
-        return empty(x.shape[1], edges)
-    mean = x.mean(axis=0)
+    xt = _features_first(x, samples_first)
+    return _histogram(xt, edges, np.empty_like(xt))
+
+
+def _histogram(xt: np.ndarray, edges: Edges, scratch: np.ndarray) -> np.ndarray:
+    """:func:`histogram` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m)."""
+    width = edges.width
+    scale = np.divide(1.0, width, out=np.zeros_like(width), where=width > 0)
+    np.subtract(xt, edges.lo[:, None], out=scratch)
+    scratch *= scale[:, None]  # a constant feature (width 0): every value in bin 0
+    np.clip(scratch, 0, edges.bins - 1, out=scratch)  # then truncation is the floor
+    index = scratch.astype(np.min_scalar_type(edges.bins - 1))
+    return np.stack([np.bincount(row, minlength=edges.bins) for row in index]).astype(np.int64)
+
+
+def of_rows(
+    x: np.ndarray, y: np.ndarray, edges: Edges | None = None, *, samples_first: bool = True
+) -> Summary:
+    """The summary of rows ``x`` — (m, n), or (n, m) if not ``samples_first`` — with classes
+    ``y`` (m,); histograms only with ``edges``."""
+    xt = _features_first(x, samples_first)
+    return _summary(xt, y, edges, np.empty_like(xt))
+
+
+def _summary(xt: np.ndarray, y: np.ndarray, edges: Edges | None, scratch: np.ndarray) -> Summary:
+    """:func:`of_rows` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m)."""
+    if xt.shape[1] == 0:
+        return empty(xt.shape[0], edges)
+    mean = xt.mean(axis=1)
+    deviation = np.subtract(xt, mean[:, None], out=scratch)
+    m2 = np.einsum("ij,ij->i", deviation, deviation)
     labels, counts = np.unique(np.asarray(y), return_counts=True)
     return Summary(
-        x.shape[0],
+        xt.shape[1],
         mean,
-        ((x - mean) ** 2).sum(axis=0),
-        x.min(axis=0),
-        x.max(axis=0),
+        m2,
+        xt.min(axis=1),
+        xt.max(axis=1),
         dict(zip(labels.tolist(), counts.tolist(), strict=True)),
-        None if edges is None else histogram(x, edges),
+        None if edges is None else _histogram(xt, edges, scratch),
     )
 
 
@@ -148,36 +173,43 @@ def block_rows(n: int) -> int:
 
 class Accumulator:
     """The summary of rows added in batches of any size, summarized over fixed blocks of
-    :func:`block_rows` rows and merged in order (the same bits whatever the batches)."""
+    :func:`block_rows` rows and merged in order (the same bits whatever the batches). Each
+    block is gathered, transposed, into one float64 (n, block) buffer (and summarized in a
+    second one: no allocation per block)."""
 
     def __init__(self, n: int, edges: Edges | None):
         self.edges, self.block = edges, block_rows(n)
         self.total = empty(n, edges)
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self.pending_rows = 0
+        self.x, self.scratch = np.empty((n, self.block)), np.empty((n, self.block))
+        self.y = np.empty(self.block, dtype=np.int64)
+        self.fill = 0
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """Rows ``x`` (m, n), classes ``y`` (m,)."""
-        if len(y):
-            self.pending.append((x, y))
-            self.pending_rows += len(y)
-        if self.pending_rows >= self.block:
-            self._summarize(self.pending_rows // self.block * self.block)
+        start = 0
+        while start < len(y):
+            take = min(self.block - self.fill, len(y) - start, TILE_ROWS)
+            self.x[:, self.fill : self.fill + take] = x[start : start + take].T
+            self.y[self.fill : self.fill + take] = y[start : start + take]
+            self.fill += take
+            start += take
+            if self.fill == self.block:
+                self._summarize()
 
     def result(self) -> Summary:
         """The summary of every row added."""
-        if self.pending_rows:
-            self._summarize(self.pending_rows)
+        if self.fill:
+            self._summarize()
         return self.total
 
-    def _summarize(self, rows: int) -> None:
-        x = np.concatenate([p[0] for p in self.pending])
-        y = np.concatenate([p[1] for p in self.pending])
-        for start in range(0, rows, self.block):
-            stop = min(start + self.block, rows)
-            self.total = _merge2(self.total, of_rows(x[start:stop], y[start:stop], self.edges))
-        self.pending = [(x[rows:], y[rows:])] if rows < len(y) else []
-        self.pending_rows = len(y) - rows
+    def _summarize(self) -> None:
+        m = self.fill
+        if m == self.block:
+            part = _summary(self.x, self.y, self.edges, self.scratch)
+        else:  # the last, partial block
+            part = of_rows(self.x[:, :m], self.y[:m], self.edges, samples_first=False)
+        self.total = _merge2(self.total, part)
+        self.fill = 0
 
 
 def to_json(s: Summary) -> dict:

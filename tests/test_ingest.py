@@ -158,7 +158,7 @@ def test_each_span_keeps_the_summary_of_its_rows_on_the_edges_of_the_first_inges
     for span in registry.spans():
         assert_summaries_of_rows(span)
     # a later ingest counts its histograms while it streams the batch: nothing is read back
-    monkeypatch.setattr(spans, "histograms", None)
+    monkeypatch.setattr(spans, "histogram", None)  # what the first ingest reads back with
     wide = table(800, seed=6)
     wide = wide.set_column(0, "a", pa.array(wide.column("a").to_numpy() * 5))  # off the edges
     (later,) = ingest([write("parquet", wide, tmp_path / "c")], registry)
