@@ -19,6 +19,7 @@ every later run.
 """
 
 import json
+import uuid
 
 from dlr.drift import drift
 from dlr.errors import DlrError
@@ -64,7 +65,7 @@ def edges_of(registry: Registry) -> Edges | None:
     return Edges.from_json((registry.schema or {}).get("drift"))
 
 
-# passes over span data (registries from before summaries, and the first ingest) -------------
+# the pass over span data of a registry from before summaries ---------------------------------
 def _chunk_summary(x, y, samples_first, bins, lo, hi):
     edges = None if bins is None else Edges(bins, lo, hi)
     return of_rows(x, y, edges, samples_first=samples_first)
@@ -73,9 +74,7 @@ def _chunk_summary(x, y, samples_first, bins, lo, hi):
 def _run(sources: list, edges: Edges | None) -> list[list]:
     """The summary of every chunk of every source, in one graph: per source, in chunk
     order."""
-    import uuid
-
-    from dlr.engine import run_graph
+    from dlr.engine import run_graph  # dask: only for registries from before summaries
 
     args = (None, None, None) if edges is None else (edges.bins, edges.lo, edges.hi)
     token = uuid.uuid4().hex[:10]
@@ -113,7 +112,7 @@ def train_summaries(registry: Registry, spans: list[SpanInfo], echo=print) -> li
     edges = edges_of(registry)
     fixed = None
     if edges is None:
-        edges, fixed = _fix_edges(registry), registry.spans(include_excluded=True)[0].id
+        edges, fixed = _edges_of_oldest_span(registry), registry.spans(include_excluded=True)[0].id
     found = [load(registry, s.id, "train", edges) for s in spans]
     missing = [s for s, f in zip(spans, found, strict=True) if f is None]
     if missing:
@@ -139,7 +138,7 @@ def train_summaries(registry: Registry, spans: list[SpanInfo], echo=print) -> li
     return found
 
 
-def _fix_edges(registry: Registry) -> Edges:
+def _edges_of_oldest_span(registry: Registry) -> Edges:
     """Edges of :data:`DEFAULT_BINS` bins over the range of the registry's oldest span (its
     train and holdout rows), recorded in the schema; those another process recorded first,
     if it did."""
