@@ -382,7 +382,10 @@ class _GroupWriter:
     shares between the groups of one source, so every array is only ever touched by that
     thread, in order), while the caller reads, checks and hashes the next batch. At most
     :data:`WRITES_AHEAD` writes are outstanding, which bounds the rows held in memory; an error
-    of a write (a full disk) comes out of the next :meth:`append` or :meth:`close`.
+    of a write (a full disk) comes out of the next :meth:`append` or :meth:`close`. The rows'
+    ``summary`` is counted the same way by ``summarizer``, another one-thread executor (so
+    each :class:`dlr.summary.Accumulator` sees its rows in order), at most
+    :data:`WRITES_AHEAD` batches behind.
     """
 
     def __init__(
@@ -393,6 +396,7 @@ class _GroupWriter:
         chunk_samples: int,
         writer,
         summary: Accumulator | None,
+        summarizer,
     ):
         n = len(schema["features"])
         store = registry.store
@@ -422,12 +426,15 @@ class _GroupWriter:
         self.pending_rows = 0
         self.writer = writer
         self.writes: list = []
-        self.summary = summary
+        self.summary, self.summarizer = summary, summarizer
+        self.counting: list = []
 
     def append(self, X, y, w) -> None:
         """Add rows; every whole chunk they complete is written at once."""
-        if self.summary is not None:
-            self.summary.add(X, y)
+        if self.summary is not None and len(y):
+            self.counting.append(self.summarizer.submit(self.summary.add, X, y))
+            while len(self.counting) > WRITES_AHEAD:
+                self.counting.pop(0).result()
         if len(y):
             self.pending.append((X, y, w))
             self.pending_rows += len(y)
@@ -440,6 +447,8 @@ class _GroupWriter:
             self._flush(self.pending_rows)
         while self.writes:
             self.writes.pop(0).result()
+        while self.counting:
+            self.counting.pop(0).result()
 
     def _flush(self, rows: int) -> None:
         """Hand the first ``rows`` pending rows (whole chunks, or the last one) to the writer
@@ -494,11 +503,18 @@ def _stage(
     edges = Edges.from_json(schema.get("drift"))
     summarize = edges is not None or first_ingest
     writer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-write")
+    summarizer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-summary")
     try:
         try:
             train, holdout = (
                 _GroupWriter(
-                    registry, key, schema, c, writer, Accumulator(n, edges) if summarize else None
+                    registry,
+                    key,
+                    schema,
+                    c,
+                    writer,
+                    Accumulator(n, edges) if summarize else None,
+                    summarizer,
                 )
                 for key in keys
             )
@@ -517,6 +533,7 @@ def _stage(
             holdout.close()
         finally:  # no write may still run when the staged groups are deleted below
             writer.shutdown(wait=True, cancel_futures=True)
+            summarizer.shutdown(wait=True, cancel_futures=True)
     except OSError as e:
         for key in keys:
             _quietly_delete(store, key)
