@@ -14,10 +14,11 @@ same arrays to zarr with the same codec, side by side in one run.
   histograms: once in a registry's life.
 
 Runs alternate (baseline, later, first, baseline, ...) so drifts of the shared machine hit all;
-the median of ``--repeats`` is reported, with the ratios and the target (≤ 1.3).
+the median and the fastest of ``--repeats`` are reported, with both ratios and the target
+(≤ 1.3), judged on the worse of the two.
 
     python benchmarks/bench_ingest.py [--dir bench-data/ingest] [--files 4] [--rows 500000]
-        [--features 32] [--repeats 3]
+        [--features 32] [--repeats 5]
 """
 
 import argparse
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     directory = Path(args.dir)
     paths = make_files(directory, args.files, args.rows, args.features)
@@ -145,12 +146,23 @@ def main() -> None:
         print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     rows = args.files * args.rows
     medians = {k: statistics.median(v) for k, v in times.items()}
+    fastest = {k: min(v) for k, v in times.items()}
+    print("                    median  (fastest)")
     for name, t in medians.items():
-        print(f"{name:<18} {t:7.2f} s  {rows / t / 1e6:6.2f} M rows/s  {size / t / 1e6:7.1f} MB/s")
+        print(
+            f"{name:<18} {t:6.2f} s ({fastest[name]:5.2f} s)  {rows / t / 1e6:6.2f} M rows/s  "
+            f"{size / t / 1e6:7.1f} MB/s"
+        )
+    # The writes' fsync makes single runs of either side slow now and then (the page cache's
+    # writeback of earlier runs): both the medians' ratio and the fastest runs' are given, and
+    # the target is judged on the worse of the two.
     for name in names[1:]:
-        ratio = medians[name] / medians["baseline"]
-        verdict = "PASS" if ratio <= TARGET else "FAIL"
-        print(f"{name} / baseline = {ratio:.2f} (target ≤ {TARGET}): {verdict}")
+        ratios = (medians[name] / medians["baseline"], fastest[name] / fastest["baseline"])
+        verdict = "PASS" if max(ratios) <= TARGET else "FAIL"
+        print(
+            f"{name} / baseline = {ratios[0]:.2f} (medians), {ratios[1]:.2f} (fastest runs) "
+            f"(target ≤ {TARGET}): {verdict}"
+        )
     shutil.rmtree(seeded, ignore_errors=True)
 
 
