@@ -145,21 +145,29 @@ def _capped(h: Histogram) -> Histogram:
     return h
 
 
-def _add(a: Histogram, b: Histogram) -> Histogram:
-    """The sum of two histograms (of the same partition), within their limit."""
-    shift = max(a.shift, b.shift)
-    a, b = _coarser(a, shift), _coarser(b, shift)
-    columns = [np.concatenate(pair) for pair in zip(a[:5], b[:5], strict=True)]
-    order = np.argsort(columns[0], kind="stable")  # two sorted runs: a merge
-    return _capped(_collapse(*(c[order] for c in columns), shift, a.limit))
+def _sum(parts: list[Histogram]) -> Histogram:
+    """The sum of histograms (of the same partition), within their limit."""
+    shift = max(p.shift for p in parts)
+    parts = [_coarser(p, shift) for p in parts]
+    columns = [np.concatenate(column) for column in zip(*(p[:5] for p in parts), strict=True)]
+    order = np.argsort(columns[0], kind="stable")  # sorted runs: a merge
+    return _capped(_collapse(*(c[order] for c in columns), shift, parts[0].limit))
 
 
 def merge(*parts: Histogram) -> Histogram:
-    """Sum sparse histograms, one at a time in the order given (exact integer counts; where
-    neighbouring bins are joined depends only on that order, so the result is deterministic)."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = _add(total, part)
+    """Sum sparse histograms, in the order given (exact integer counts; where neighbouring bins
+    are joined depends only on that order, so the result is deterministic). Parts are added a
+    batch at a time, a batch holding at most about twice the limit's entries, so that merging
+    never holds more than about three times it."""
+    total, batch, size = None, [], 0
+    for part in parts:
+        batch.append(part)
+        size += part.bins.size
+        if part.limit is not None and size > part.limit:
+            total = _sum([total, *batch] if total is not None else batch)
+            batch, size = [], total.bins.size
+    if batch:
+        total = _sum([total, *batch] if total is not None else batch)
     return total
 
 

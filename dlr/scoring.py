@@ -21,7 +21,7 @@ from dlr.dataset import ALL_CHUNKS_STORED
 from dlr.engine import check_fits, run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
-from dlr.numerics import cross_entropy, sigmoid, softmax
+from dlr.numerics import cross_entropy, sigmoid, softmax, softplus_sum_and_sigmoid
 from dlr.sources import Source
 
 #: Bins of the reliability table (calibration summary) over predicted probability.
@@ -207,7 +207,13 @@ def _chunk_logits(x, thetas, wanted, samples_first, context) -> list:
 def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
     """One model's sums over a chunk (loss, confusion, calibration, optionally the score
     counts of :func:`dlr.curves.chunk_counts`) and its probabilities (m_c, K)."""
-    p = probabilities(z)
+    if k == 2:  # σ and the loss's Σ softplus from one exp (σ as probabilities gives it)
+        softplus, a = softplus_sum_and_sigmoid(z)
+        loss = np.array(softplus - np.dot(targets.astype(np.float64), z))
+        p = np.stack([1.0 - a, a], axis=1)
+    else:
+        loss = np.array(cross_entropy(z, targets).sum())
+        p = probabilities(z)
     predicted = p.argmax(axis=1)
     confusion = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
     top = p[:, 1] if k == 2 else p.max(axis=1)
@@ -222,7 +228,7 @@ def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
         axis=1,
     )
     parts = {
-        "loss": np.array(cross_entropy(z, targets).sum()),
+        "loss": loss,
         "confusion": confusion,
         "calibration": calibration,
     }
