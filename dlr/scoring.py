@@ -211,13 +211,14 @@ def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
         softplus, a = softplus_sum_and_sigmoid(z)
         loss = np.array(softplus - np.dot(targets.astype(np.float64), z))
         p = np.stack([1.0 - a, a], axis=1)
+        predicted = np.greater(a, p[:, 0]).astype(np.intp)  # argmax: ties go to class 0
+        top, hit = a, targets == 1
     else:
         loss = np.array(cross_entropy(z, targets).sum())
         p = probabilities(z)
-    predicted = p.argmax(axis=1)
+        predicted = p.argmax(axis=1)
+        top, hit = p.max(axis=1), predicted == targets
     confusion = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
-    top = p[:, 1] if k == 2 else p.max(axis=1)
-    hit = (targets == 1) if k == 2 else (predicted == targets)
     bins = np.minimum((top * CALIBRATION_BINS).astype(np.intp), CALIBRATION_BINS - 1)
     calibration = np.stack(
         [
@@ -233,7 +234,7 @@ def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
         "calibration": calibration,
     }
     if curve_bins and k == 2:
-        parts["score_counts"] = curves.chunk_counts(p[:, 1], targets == 1, curve_bins)
+        parts["score_counts"] = curves.chunk_counts(a, hit, curve_bins)
     return parts, p
 
 
