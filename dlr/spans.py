@@ -248,10 +248,7 @@ def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int):
     )
 
     def counted(key: str, summary: Summary) -> Summary:
-        store = registry.store
-        url = store.path(key) if store.local else store.url_of(key)
-        options = None if store.local else registry.storage_options
-        x = zarr.open_group(url, mode="r", storage_options=options)["X"]
+        x = _open_group(registry, key, "r")["X"]
         counts = np.zeros((x.shape[1], bins), dtype=np.int64)
         step = x.chunks[0]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding and NumPy drop the GIL
@@ -379,6 +376,14 @@ def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: f
 
 
 # writing ---------------------------------------------------------------------------------------
+def _open_group(registry: Registry, key: str, mode: str) -> zarr.Group:
+    """The zarr group at ``key`` of the registry's store (a staged span), opened in ``mode``."""
+    store = registry.store
+    url = store.path(key) if store.local else store.url_of(key)
+    options = None if store.local else registry.storage_options
+    return zarr.open_group(url, mode=mode, storage_options=options)
+
+
 class _GroupWriter:
     """Appends rows to a new dlr dataset group, one whole chunk at a time.
 
@@ -403,10 +408,7 @@ class _GroupWriter:
         summarizer,
     ):
         n = len(schema["features"])
-        store = registry.store
-        url = store.path(key) if store.local else store.url_of(key)
-        options = None if store.local else registry.storage_options
-        group = zarr.open_group(url, mode="w", storage_options=options)
+        group = _open_group(registry, key, "w")
         group.attrs["dlr"] = {"kind": "span", "features": schema["features"]}
         self.c = chunk_samples
         self.x = group.create_array(
