@@ -35,13 +35,17 @@ TARGET = 1e-6
 #: Passes at most; the bound reached is reported whatever it is.
 MAX_PASSES = 4
 
-_SIGN = np.uint64(1 << 63)
+_SIGN = np.int64(-(1 << 63))  # the sign bit alone
 
 
 def keys(scores: np.ndarray) -> np.ndarray:
-    """Order-preserving uint64 keys of float64 scores (−0.0 and 0.0 get the same key)."""
-    bits = (np.asarray(scores, dtype=np.float64) + 0.0).view(np.uint64)
-    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+    """Order-preserving uint64 keys of float64 scores (−0.0 and 0.0 get the same key): the
+    bits of a negative score inverted, those of a positive one with the sign bit set."""
+    bits = (np.asarray(scores, dtype=np.float64) + 0.0).view(np.int64)
+    flip = bits >> 63  # all ones for a negative score (arithmetic shift), else 0
+    flip |= _SIGN
+    flip ^= bits
+    return flip.view(np.uint64)
 
 
 class Partition:
@@ -61,13 +65,21 @@ class Partition:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.sizes = sizes
         self.n_bins = int(sizes.sum())
+        self._whole_keys = (
+            self.starts.size == 1
+            and int(self.starts[0]) == 0
+            and 0 < int(self.shifts[0])
+            and int(self.widths[0]) + int(self.shifts[0]) >= 64
+        )
 
     @classmethod
     def initial(cls) -> "Partition":
         return cls([0], [FIRST_BITS], [64 - FIRST_BITS], limit=BINS)
 
     def bins(self, k: np.ndarray) -> np.ndarray:
-        """Bin numbers (int64) of keys ``k``."""
+        """Bin numbers (int64) of keys ``k``: a non-decreasing function of the key."""
+        if self._whole_keys:  # one segment over every key (the first partition): top bits
+            return np.right_shift(k, self.shifts[0]).view(np.int64)
         seg = np.maximum(np.searchsorted(self.starts, k, side="right") - 1, 0)
         below = k < self.starts[seg]
         inside = np.right_shift(k - np.where(below, k, self.starts[seg]), self.shifts[seg])
@@ -104,20 +116,21 @@ class Histogram(NamedTuple):
 
 def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -> Histogram:
     """Sparse counts of one chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool."""
-    b = partition.bins(k)
-    order = np.argsort(b)  # the order within a bin does not matter: sums, smallest, largest
-    b, k, positive = b[order], k[order], positive[order]
-    pos, neg = positive.astype(np.int64), (~positive).astype(np.int64)
-    return _capped(_collapse(b, pos, neg, k, k, 0, partition.limit))
+    order = np.argsort(k)
+    k = k[order]
+    b = partition.bins(k)  # sorted, as the keys are: bins do not decrease with the key
+    pos = positive[order].astype(np.int64)
+    return _capped(_collapse(b, pos, 1 - pos, k, k, 0, partition.limit))
 
 
 def _collapse(b, pos, neg, lo, hi, shift: int, limit: int | None) -> Histogram:
     """Entries sorted by bin (in any order within a bin) → one entry per bin."""
     if b.size == 0:
         return Histogram(b, pos, neg, lo, hi, shift, limit)
-    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-    if starts.size == b.size:  # one entry per bin already (usual with the first partition)
+    changes = b[1:] != b[:-1]
+    if changes.all():  # one entry per bin already (usual with the first partition)
         return Histogram(b, pos, neg, lo, hi, shift, limit)
+    starts = np.flatnonzero(np.r_[True, changes])
     return Histogram(
         b[starts],
         np.add.reduceat(pos, starts),

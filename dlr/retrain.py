@@ -323,20 +323,28 @@ class _Run:
         thetas = {"candidate": model.theta_} | ({"champion": champion.theta_} if champion else {})
         metrics = {"candidate": {}, "champion": {} if champion else None}
         curves = {}
+        # the champion's metrics on this very holdout, from the run that evaluated it as its
+        # candidate, when nothing they depend on has changed: the same bits as evaluating again
+        earlier = self._earlier_pinned(champion_v, record["holdout"], classes) if champion else None
+        reused = None
+        if earlier is not None:
+            metrics["champion"]["pinned"], curves["pinned"], reused = earlier
         for name, source in holdouts.items():
-            results = [None] * len(thetas)
+            who_here = [w for w in thetas if not (w == "champion" and name in metrics[w])]
+            results = [None] * len(who_here)
             if source is not None:
                 model._check_features(source)
                 # both models in the same passes: one read of the holdout, plus the AUC's
                 # refinement pass if a model needs one
                 results = scoring.evaluate_many(
-                    source, list(thetas.values()), classes, curve_bins=CURVE_BINS
+                    source, [thetas[w] for w in who_here], classes, curve_bins=CURVE_BINS
                 )
-            for who, result in zip(thetas, results, strict=True):
+            for who, result in zip(who_here, results, strict=True):
                 counts = result.pop("score_counts", None) if result else None
                 metrics[who][name] = result
                 if counts is not None:
                     curves.setdefault(name, {})[who] = counts
+        curves = {h: {w: c[w] for w in thetas if w in c} for h, c in curves.items()}
         self._timed("evaluate", started)
         started = time.perf_counter()
         # the new spans' train rows against the rest of the training set, from the summaries
@@ -359,6 +367,8 @@ class _Run:
                 "gate": list(cfg.gate),
                 "checks": [c._asdict() for c in decision.checks],
                 "metrics": metrics,
+                "metrics_method": scoring.METHOD,
+                "reused": reused,
                 "drift": shift,
                 "curves": curves,
                 "params": {**params, **cfg.fit_options, "promote": cfg.promote},
@@ -419,6 +429,26 @@ class _Run:
         """The candidate of a run that crashed after stage 2, rebuilt from its checkpoint (the
         fit of stage 2 ended by saving its final state, so the weights are the same bits)."""
         return self._fit(self._spans(record["spans"]["trained"]), self._champion(record))
+
+    def _earlier_pinned(self, version: int, holdout: dict, classes: np.ndarray):
+        """(metrics, {"champion": score counts}, provenance) of version ``version`` on the
+        pinned holdout, as the run that made it recorded them for its candidate — if that run
+        evaluated the same holdout (sha256, shape, dtype) by the same method
+        (:data:`dlr.scoring.METHOD`) with these classes; else None. The version's model is the
+        candidate that run evaluated, bit for bit, so these are the metrics evaluating it again
+        would give."""
+        run_key = self.registry.version(version).lineage.get("run_key")
+        earlier = self.registry.run_record(run_key) if run_key else None
+        if not earlier or earlier.get("metrics_method") != scoring.METHOD:
+            return None
+        if not _same_holdout(earlier.get("holdout") or {}, holdout):
+            return None
+        pinned = ((earlier.get("metrics") or {}).get("candidate") or {}).get("pinned")
+        counts = ((earlier.get("curves") or {}).get("pinned") or {}).get("candidate")
+        if not pinned or counts is None or pinned.get("classes") != classes.tolist():
+            return None
+        provenance = {"champion": {"pinned": {"version": version, "run_key": run_key}}}
+        return pinned, {"champion": np.asarray(counts, np.int64)}, provenance
 
     def _champion(self, record: dict) -> LogisticRegression | None:
         """The champion the run started from (None on the first run)."""

@@ -26,6 +26,10 @@ from dlr.sources import Source
 
 #: Bins of the reliability table (calibration summary) over predicted probability.
 CALIBRATION_BINS = 10
+#: The method of :func:`evaluate_many`'s metrics: a retrain reuses metrics recorded by
+#: an earlier run only if they were computed by the same method. Raise it with any change
+#: that could change a metric's bits.
+METHOD = 2
 
 
 def probabilities(z: np.ndarray) -> np.ndarray:
@@ -179,7 +183,12 @@ def _histograms(problems, partitions) -> list:
 
 
 def _targets(y, classes, context) -> np.ndarray:
+    """Class indices (m_c,) of the labels ``y``, each checked to be one of ``classes``."""
     y = np.asarray(y)
+    k = len(classes)
+    if y.dtype.kind in "iu" and classes.dtype.kind in "iu" and y.size:
+        if np.array_equal(classes, np.arange(k)) and 0 <= y.min() and y.max() < k:
+            return y.astype(np.intp, copy=False)  # labels 0..K−1 are their own indices
     targets = np.searchsorted(classes, y)
     known = (targets < len(classes)) & (classes[np.minimum(targets, len(classes) - 1)] == y)
     if not known.all():
@@ -206,13 +215,17 @@ def _chunk_logits(x, thetas, wanted, samples_first, context) -> list:
 
 def _sums(z, targets, k, curve_bins) -> tuple[dict, np.ndarray]:
     """One model's sums over a chunk (loss, confusion, calibration, optionally the score
-    counts of :func:`dlr.curves.chunk_counts`) and its probabilities (m_c, K)."""
+    counts of :func:`dlr.curves.chunk_counts`) and its probabilities (m_c, K), None for a
+    binary model."""
     if k == 2:  # σ and the loss's Σ softplus from one exp (σ as probabilities gives it)
         softplus, a = softplus_sum_and_sigmoid(z)
         loss = np.array(softplus - np.dot(targets.astype(np.float64), z))
-        p = np.stack([1.0 - a, a], axis=1)
-        predicted = np.greater(a, p[:, 0]).astype(np.intp)  # argmax: ties go to class 0
-        top, hit = a, targets == 1
+        p = None  # the binary model's AUC ranks the logits
+        # argmax of (1 − σ, σ), ties to class 0: σ > 1 − σ, which is σ > 0.5 exactly (for
+        # σ ≥ 0.5, 1 − σ is exact; below, 1 − σ rounds to at least 0.5)
+        hit = targets == 1
+        predicted = (a > 0.5).view(np.int8)
+        top = a
     else:
         loss = np.array(cross_entropy(z, targets).sum())
         p = probabilities(z)
@@ -268,7 +281,8 @@ def _auc_task(x, y, thetas, classes, samples_first, context, partitions):
         if z is None:
             histograms += parts
         else:
-            histograms += _histograms(_auc_scores(z, probabilities(z), targets, k), parts)
+            p = probabilities(z) if k > 2 else None
+            histograms += _histograms(_auc_scores(z, p, targets, k), parts)
     return histograms
 
 

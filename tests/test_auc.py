@@ -62,6 +62,20 @@ def few_bins(monkeypatch):
     monkeypatch.setattr(auc, "TARGET", 1e-4)
 
 
+def test_keys_order_scores_as_floats_do_and_bins_never_decrease_with_the_key():
+    rng = np.random.default_rng(3)
+    special = [-np.inf, -1e308, -1.0, -5e-324, -0.0, 0.0, 5e-324, 1e-300, 1.0, 1e308, np.inf]
+    scores = np.concatenate([special, rng.normal(size=5000) * 10.0 ** rng.integers(-300, 300)])
+    k = auc.keys(scores)
+    order = np.argsort(scores, kind="stable")
+    assert np.all(np.diff(k[order].astype(object)) >= 0)  # as uint64, no wrap-around
+    assert (np.diff(k[order]) == 0).sum() == 1  # only −0.0 and 0.0 share a key
+    coarse = auc.Partition.initial()
+    fine = auc.refine(auc.merge(auc.chunk_histogram(k, rng.random(k.size) < 0.5, coarse)))
+    for partition in (coarse, fine):
+        assert np.all(np.diff(partition.bins(np.sort(k))) >= 0)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_up_to_bins_samples_the_first_pass_is_exact(name):
     scores, positive = case(name)

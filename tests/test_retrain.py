@@ -25,8 +25,10 @@ from click.testing import CliRunner
 
 import dlr
 from dlr import retrain as retrain_module
-from dlr import sources
+from dlr import scoring, sources
 from dlr.cli import main
+from dlr.curves import BINS as CURVE_BINS
+from dlr.dataset import open_dataset
 from dlr.decode import read_block
 from dlr.demo_retrain import run_retrain_demo, write_batch, write_holdout
 from dlr.drift import drift
@@ -34,6 +36,7 @@ from dlr.errors import DataError, DlrError
 from dlr.estimator import LogisticRegression
 from dlr.gate import GateError
 from dlr.registry import Registry
+from dlr.report import jsonable
 from dlr.retrain import (
     LOCKED,
     NOTHING_NEW,
@@ -242,6 +245,49 @@ def test_candidate_and_champion_share_each_read_of_the_holdouts(days, monkeypatc
         x = os.path.join(os.path.realpath(url), "X")
         per_chunk = Counter(chunk for path, chunk in reads if path == x)
         assert per_chunk and set(per_chunk.values()) == {passes}, (holdout, per_chunk)
+
+
+def champion_on(holdout: str, registry: Registry, version: int) -> tuple[dict, list]:
+    """Version ``version`` evaluated afresh on ``holdout``, as a run records it."""
+    model = dlr.load(registry.model_url(version))
+    source = sources.from_dataset(open_dataset(holdout))
+    (metrics,) = scoring.evaluate_many(
+        source, [model.theta_], np.asarray(model.classes_), curve_bins=CURVE_BINS
+    )
+    return jsonable(metrics.pop("score_counts")), jsonable(metrics)
+
+
+def test_the_champions_pinned_metrics_come_from_the_run_that_made_it_bit_for_bit(days):
+    """The champion was evaluated on the pinned holdout by the run that made it: a later run
+    takes those metrics (and says so) instead of a second read, and they are exactly what
+    evaluating the champion again gives."""
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    record = days.retrain("day-2").record
+    assert record["reused"] == {"champion": {"pinned": {"version": 1, "run_key": "day-1"}}}
+    counts, metrics = champion_on(days.holdout, days.registry, 1)
+    assert record["metrics"]["champion"]["pinned"] == metrics
+    assert record["curves"]["pinned"]["champion"] == counts
+    assert list(record["curves"]["pinned"]) == ["candidate", "champion"]
+
+
+def test_the_champion_is_evaluated_again_on_another_holdout_or_by_another_method(
+    days, tmp_path, monkeypatch
+):
+    days.ingest(1)
+    days.retrain("day-1")
+    days.ingest(2)
+    other = write_holdout(str(tmp_path / "other.zarr"), 1000, FEATURES, seed=12)
+    record = days.retrain("day-2", holdout=other, repin_holdout=True).record
+    assert record["reused"] is None
+    assert record["metrics"]["champion"]["pinned"] == champion_on(other, days.registry, 1)[1]
+    days.ingest(3)
+    monkeypatch.setattr(scoring, "METHOD", scoring.METHOD + 1)  # as after a change of method
+    record = days.retrain("day-3", holdout=other).record
+    assert record["reused"] is None
+    champion = record["champion"]
+    assert record["metrics"]["champion"]["pinned"] == champion_on(other, days.registry, champion)[1]
 
 
 def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, monkeypatch):
