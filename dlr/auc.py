@@ -162,9 +162,14 @@ def _sum(parts: list[Histogram]) -> Histogram:
     """The sum of histograms (of the same partition), within their limit."""
     shift = max(p.shift for p in parts)
     parts = [_coarser(p, shift) for p in parts]
-    columns = [np.concatenate(column) for column in zip(*(p[:5] for p in parts), strict=True)]
+    # a histogram of one key per bin has its smallest and largest keys in one array: so does
+    # the sum, as long as it stays so (the first pass, usually)
+    one_key = all(p.lo is p.hi for p in parts)
+    columns = [np.concatenate(column) for column in zip(*(p[:4] for p in parts), strict=True)]
     order = np.argsort(columns[0], kind="stable")  # sorted runs: a merge
-    return _capped(_collapse(*(c[order] for c in columns), shift, parts[0].limit))
+    b, pos, neg, lo = (c[order] for c in columns)
+    hi = lo if one_key else np.concatenate([p.hi for p in parts])[order]
+    return _capped(_collapse(b, pos, neg, lo, hi, shift, parts[0].limit))
 
 
 def merge(*parts: Histogram) -> Histogram:
