@@ -349,11 +349,17 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
 
 
 # holdout ---------------------------------------------------------------------------------------
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every output bit depends on every input bit."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+def _mix(h: np.ndarray, t: np.ndarray) -> None:
+    """splitmix64's finalizer on ``h`` in place (every output bit depends on every input
+    bit); ``t`` is scratch of the same shape."""
+    np.right_shift(h, np.uint64(30), out=t)
+    h ^= t
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    np.right_shift(h, np.uint64(27), out=t)
+    h ^= t
+    h *= np.uint64(0x94D049BB133111EB)
+    np.right_shift(h, np.uint64(31), out=t)
+    h ^= t
 
 
 def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: float):
@@ -365,14 +371,15 @@ def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: f
     """
     if fraction == 0:
         return np.zeros(len(y), dtype=bool)
-    with np.errstate(over="ignore"):
-        h = np.full(len(y), _SEED, dtype=np.uint64)
-        columns = [X[:, j] for j in range(X.shape[1])] + [y] + ([w] if w is not None else [])
-        for column in columns:
-            # + 0.0 makes -0.0 and 0.0 the same value
-            bits = (np.asarray(column, dtype=np.float64) + 0.0).view(np.uint64)
-            h = _mix(h ^ bits)
-        return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+    h = np.full(len(y), _SEED, dtype=np.uint64)
+    t = np.empty_like(h)
+    bits = np.empty(len(y), dtype=np.float64)
+    columns = [X[:, j] for j in range(X.shape[1])] + [y] + ([w] if w is not None else [])
+    for column in columns:
+        np.add(column, 0.0, out=bits)  # as float64; + 0.0 makes -0.0 and 0.0 the same value
+        h ^= bits.view(np.uint64)
+        _mix(h, t)
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
 # writing ---------------------------------------------------------------------------------------
@@ -482,6 +489,14 @@ class _GroupWriter:
             self.w[start:stop] = w
 
 
+def _hash_rows(hashes, X, y, w) -> None:
+    """Add a batch's X, y and w (if any), little-endian, to their sha256 (hashlib releases
+    the GIL: this runs beside the reading and writing)."""
+    for h, a in zip(hashes, (X, y, w), strict=True):
+        if a is not None:
+            h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
+
+
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     """The rows of ``parts`` as one array (the part itself when there is one: no copy)."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -510,6 +525,8 @@ def _stage(
     summarize = edges is not None or first_ingest
     writer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-write")
     summarizer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-summary")
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-hash")  # batches in order
+    hashing: list = []
     try:
         try:
             train, holdout = (
@@ -527,9 +544,9 @@ def _stage(
             rows = 0
             for file, offset, batch in batches:
                 X, y, w = _check(batch, schema, file, offset)
-                for h, a in zip(hashes, (X, y, w), strict=True):
-                    if a is not None:
-                        h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
+                hashing.append(hasher.submit(_hash_rows, hashes, X, y, w))
+                while len(hashing) > WRITES_AHEAD:
+                    hashing.pop(0).result()
                 held = holdout_mask(X, y, w, holdout_fraction)
                 keep = ~held
                 train.append(X[keep], y[keep], w[keep] if w is not None else None)
@@ -537,9 +554,12 @@ def _stage(
                 rows += len(y)
             train.close()
             holdout.close()
+            while hashing:
+                hashing.pop(0).result()
         finally:  # no write may still run when the staged groups are deleted below
             writer.shutdown(wait=True, cancel_futures=True)
             summarizer.shutdown(wait=True, cancel_futures=True)
+            hasher.shutdown(wait=True, cancel_futures=True)
     except OSError as e:
         for key in keys:
             _quietly_delete(store, key)

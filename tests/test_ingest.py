@@ -3,6 +3,7 @@ are refused naming file, column and row, with nothing committed; an ingest kille
 leaves nothing visible and its rerun completes it; a full disk is a clear error. Each span
 keeps the summary of its rows (what drift needs), on drift edges fixed at the first ingest."""
 
+import hashlib
 import json
 import os
 import signal
@@ -214,6 +215,16 @@ def test_the_holdout_is_chosen_by_each_rows_content(tmp_path):
     np.testing.assert_array_equal(holdout_mask(X[perm], y[perm], None, 0.1), mask[perm])
     np.testing.assert_array_equal(holdout_mask(X[:777], y[:777], None, 0.1), mask[:777])
     assert not holdout_mask(X, y, None, 0.0).any()
+
+
+def test_the_holdout_split_is_the_one_earlier_versions_made():
+    """The row hash is part of the format: a batch ingested again, or backfilled, must keep
+    the holdout rows it had (the split of these rows, recorded when it was introduced)."""
+    X = np.random.default_rng(7).normal(size=(1000, 4))
+    y = np.arange(1000) % 2
+    mask = holdout_mask(X, y, None, 0.3)
+    assert mask.sum() == 313
+    assert hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()[:16] == "8abd105703e7efbb"
 
 
 def _variant(kind: str):
