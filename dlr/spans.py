@@ -50,6 +50,8 @@ CHUNK_BYTES = 8 << 20
 
 #: Chunk writes a span's writer may have outstanding while the next batch is read and checked.
 WRITES_AHEAD = 2
+#: Threads compressing and writing chunks (of different chunks, in parallel).
+WRITERS = 2
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 
@@ -394,14 +396,15 @@ def _open_group(registry: Registry, key: str, mode: str) -> zarr.Group:
 class _GroupWriter:
     """Appends rows to a new dlr dataset group, one whole chunk at a time.
 
-    Chunks are compressed and written by ``writer``, a one-thread executor the caller owns (and
-    shares between the groups of one source, so every array is only ever touched by that
-    thread, in order), while the caller reads, checks and hashes the next batch. At most
-    :data:`WRITES_AHEAD` writes are outstanding, which bounds the rows held in memory; an error
-    of a write (a full disk) comes out of the next :meth:`append` or :meth:`close`. The rows'
-    ``summary`` is counted the same way by ``summarizer``, another one-thread executor (so
-    each :class:`dlr.summary.Accumulator` sees its rows in order), at most
-    :data:`WRITES_AHEAD` batches behind.
+    Rows are gathered straight into one of :data:`WRITES_AHEAD` + 1 reused chunk buffers (one
+    copy of each row, no temporaries). A full buffer is compressed and written by ``writer``,
+    an executor the caller owns and shares between the groups of one source (chunks of an array
+    are written in parallel; its metadata changes only while none of its writes is in flight),
+    and its rows' ``summary`` counted by ``summarizer``, a one-thread executor (so each
+    :class:`dlr.summary.Accumulator` sees its rows in order), while the caller goes on. A buffer
+    is filled again only once its write and its count are done, which bounds the rows held in
+    memory; an error of a write (a full disk) comes out of the next :meth:`append` or
+    :meth:`close`.
     """
 
     def __init__(
@@ -434,59 +437,108 @@ class _GroupWriter:
             self.w = group.create_array(
                 "w", shape=(0,), chunks=(chunk_samples,), dtype="float64", **codecs()
             )
+        weighted = self.w is not None
+        # np.empty: a buffer's pages are touched only when rows reach it
+        self.buffers = [
+            (
+                np.empty((chunk_samples, n), dtype=schema["x_dtype"]),
+                np.empty(chunk_samples, dtype=np.int64),
+                np.empty(chunk_samples, dtype=np.float64) if weighted else None,
+            )
+            for _ in range(WRITES_AHEAD + 1)
+        ]
+        self.busy: list[list] = [[] for _ in self.buffers]  # the futures using each buffer
+        self.current, self.filled = 0, 0
         self.rows = 0
-        self.pending: list[tuple] = []
-        self.pending_rows = 0
         self.writer = writer
-        self.writes: list = []
         self.summary, self.summarizer = summary, summarizer
-        self.counting: list = []
 
-    def append(self, X, y, w) -> None:
-        """Add rows; every whole chunk they complete is written at once."""
-        if self.summary is not None and len(y):
-            self.counting.append(self.summarizer.submit(self.summary.add, X, y))
-            while len(self.counting) > WRITES_AHEAD:
-                self.counting.pop(0).result()
-        if len(y):
-            self.pending.append((X, y, w))
-            self.pending_rows += len(y)
-        if self.pending_rows >= self.c:
-            self._flush(self.pending_rows // self.c * self.c)
+    def append(self, X, y, w, rows: np.ndarray) -> None:
+        """Add the rows ``rows`` (indices into X (m, n), y (m,), w (m,) or None, ascending);
+        every chunk they complete is written at once."""
+        done = 0
+        while done < len(rows):
+            bx, by, bw = self.buffers[self.current]
+            k = min(self.c - self.filled, len(rows) - done)
+            part, into = rows[done : done + k], slice(self.filled, self.filled + k)
+            np.take(X, part, axis=0, out=bx[into], mode="clip")  # "clip": unbuffered
+            np.take(y, part, out=by[into], mode="clip")
+            if bw is not None:
+                np.take(w, part, out=bw[into], mode="clip")
+            self.filled += k
+            done += k
+            if self.filled == self.c:
+                self._submit()
 
     def close(self) -> None:
-        """Write the last, partial chunk and wait until every write is done."""
-        if self.pending_rows:
-            self._flush(self.pending_rows)
-        while self.writes:
-            self.writes.pop(0).result()
-        while self.counting:
-            self.counting.pop(0).result()
+        """Write the last, partial chunk and wait until every write and count is done."""
+        if self.filled:
+            self._submit()
+        self._wait()
+        if self.x.shape[0] != self.rows:  # its final length (no chunk was written past it)
+            self._resize(self.rows)
 
-    def _flush(self, rows: int) -> None:
-        """Hand the first ``rows`` pending rows (whole chunks, or the last one) to the writer
-        and keep the rest pending."""
-        X, y = _joined([p[0] for p in self.pending]), _joined([p[1] for p in self.pending])
-        w = _joined([p[2] for p in self.pending]) if self.w is not None else None
-        start, stop = self.rows, self.rows + rows
-        rows_w = w[:rows] if w is not None else None
-        self.writes.append(self.writer.submit(self._write, start, stop, X[:rows], y[:rows], rows_w))
-        self.rows = stop
-        rest = (X[rows:], y[rows:], w[rows:] if w is not None else None)
-        self.pending = [rest] if len(rest[1]) else []
-        self.pending_rows = len(rest[1])
-        while len(self.writes) > WRITES_AHEAD:
-            self.writes.pop(0).result()
+    def _submit(self) -> None:
+        """Hand the current buffer's rows to the writer and the summarizer, and move on to the
+        next buffer once it is free."""
+        bx, by, bw = (None if a is None else a[: self.filled] for a in self.buffers[self.current])
+        start, stop = self.rows, self.rows + self.filled
+        if stop > self.x.shape[0]:
+            # grown here, with no write of this group in flight (writes run in parallel, and
+            # a resize rewrites the arrays' metadata): to twice their length at least, so
+            # that happens a few times, not at every chunk (close gives the final length)
+            self._wait()
+            self._resize(max(stop, 2 * self.x.shape[0]))
+        futures = [self.writer.submit(self._write, start, stop, bx, by, bw)]
+        if self.summary is not None:
+            futures.append(self.summarizer.submit(self.summary.add, bx, by))
+        self.busy[self.current] = futures
+        self.rows, self.filled = stop, 0
+        self.current = (self.current + 1) % len(self.buffers)
+        while self.busy[self.current]:
+            self.busy[self.current].pop(0).result()
 
     def _write(self, start: int, stop: int, X, y, w) -> None:
-        """Grow the arrays to ``stop`` rows and write rows [start, stop) (the writer's thread)."""
-        self.x.resize((stop, X.shape[1]))
-        self.y.resize((stop,))
+        """Write rows [start, stop), whole chunks of arrays long enough (a writer's thread)."""
         self.x[start:stop] = X
         self.y[start:stop] = y
         if self.w is not None:
-            self.w.resize((stop,))
             self.w[start:stop] = w
+
+    def _wait(self) -> None:
+        """Until every write and count of this group is done (raising the first error)."""
+        for futures in self.busy:
+            while futures:
+                futures.pop(0).result()
+
+    def _resize(self, rows: int) -> None:
+        self.x.resize((rows, self.x.shape[1]))
+        for a in (self.y, self.w):
+            if a is not None:
+                a.resize((rows,))
+
+
+class _Lane:
+    """A one-thread executor whose jobs run in the order given, at most :data:`WRITES_AHEAD`
+    of them outstanding (:meth:`submit` waits for the oldest past that, and raises its
+    error)."""
+
+    def __init__(self, name: str):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.outstanding: list = []
+
+    def submit(self, fn, *args) -> None:
+        self.outstanding.append(self.pool.submit(fn, *args))
+        while len(self.outstanding) > WRITES_AHEAD:
+            self.outstanding.pop(0).result()
+
+    def drain(self) -> None:
+        """Wait for every job (raising the first error)."""
+        while self.outstanding:
+            self.outstanding.pop(0).result()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _hash_rows(hashes, X, y, w) -> None:
@@ -495,11 +547,6 @@ def _hash_rows(hashes, X, y, w) -> None:
     for h, a in zip(hashes, (X, y, w), strict=True):
         if a is not None:
             h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data)
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """The rows of ``parts`` as one array (the part itself when there is one: no copy)."""
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _stage(
@@ -523,10 +570,11 @@ def _stage(
     hashes = [hashlib.sha256() for _ in range(3)]
     edges = Edges.from_json(schema.get("drift"))
     summarize = edges is not None or first_ingest
-    writer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-write")
+    writer = ThreadPoolExecutor(WRITERS, thread_name_prefix="dlr-ingest-write")
     summarizer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-summary")
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-hash")  # batches in order
-    hashing: list = []
+    # beside the main thread's reading and checking: the content's sha256, and the holdout
+    # split with the rows' copies into the chunk buffers (NumPy and hashlib release the GIL)
+    hasher, splitter = _Lane("dlr-ingest-hash"), _Lane("dlr-ingest-split")
     try:
         try:
             train, holdout = (
@@ -541,25 +589,27 @@ def _stage(
                 )
                 for key in keys
             )
+
+            def split(X, y, w) -> None:
+                held = holdout_mask(X, y, w, holdout_fraction)
+                train.append(X, y, w, np.flatnonzero(~held))
+                holdout.append(X, y, w, np.flatnonzero(held))
+
             rows = 0
             for file, offset, batch in batches:
                 X, y, w = _check(batch, schema, file, offset)
-                hashing.append(hasher.submit(_hash_rows, hashes, X, y, w))
-                while len(hashing) > WRITES_AHEAD:
-                    hashing.pop(0).result()
-                held = holdout_mask(X, y, w, holdout_fraction)
-                keep = ~held
-                train.append(X[keep], y[keep], w[keep] if w is not None else None)
-                holdout.append(X[held], y[held], w[held] if w is not None else None)
+                hasher.submit(_hash_rows, hashes, X, y, w)
+                splitter.submit(split, X, y, w)
                 rows += len(y)
+            splitter.drain()
             train.close()
             holdout.close()
-            while hashing:
-                hashing.pop(0).result()
+            hasher.drain()
         finally:  # no write may still run when the staged groups are deleted below
-            writer.shutdown(wait=True, cancel_futures=True)
-            summarizer.shutdown(wait=True, cancel_futures=True)
-            hasher.shutdown(wait=True, cancel_futures=True)
+            splitter.shutdown()  # first: it hands chunks to the writer and the summarizer
+            for pool in (writer, summarizer):
+                pool.shutdown(wait=True, cancel_futures=True)
+            hasher.shutdown()
     except OSError as e:
         for key in keys:
             _quietly_delete(store, key)
