@@ -49,7 +49,7 @@ from dlr.tables import read_batches
 CHUNK_BYTES = 8 << 20
 
 #: Chunk writes a span's writer may have outstanding while the next batch is read and checked.
-WRITES_AHEAD = 2
+WRITES_AHEAD = 4
 #: Threads compressing and writing chunks (of different chunks, in parallel).
 WRITERS = 2
 
