@@ -22,7 +22,7 @@ local threaded scheduler) and measures:
     ``timings`` break the overhead down by stage. Target: ≤ 2 passes.
 
     python benchmarks/bench_retrain.py [--dir bench-data/retrain] [--rows 2000000]
-        [--features 32] [--holdout-rows 200000] [--repeats 2] [--quick | --scale F]
+        [--features 32] [--holdout-rows 200000] [--repeats 5] [--quick | --scale F]
 """
 
 import argparse
@@ -101,7 +101,7 @@ def parse_args(argv=None):
     p.add_argument("--solver", default="lbfgs")
     p.add_argument("--tol", type=float, default=1e-8)
     p.add_argument("--max-iter", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=2, help="retrains (each on a copy) and cold fits")
+    p.add_argument("--repeats", type=int, default=5, help="retrains (each on a copy) and cold fits")
     p.add_argument("--pass-repeats", type=int, default=5, help="timed passes per source")
     p.add_argument(
         "--quiet-wait",

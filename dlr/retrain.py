@@ -32,7 +32,7 @@ import numpy as np
 
 from dlr import __version__, scoring
 from dlr.curves import BINS as CURVE_BINS
-from dlr.dataset import open_dataset
+from dlr.dataset import Dataset, open_dataset
 from dlr.errors import DlrError
 from dlr.estimator import LogisticRegression, load
 from dlr.gate import decide, parse_gate
@@ -118,7 +118,10 @@ def check_run_key(key: str) -> str:
 
 
 def holdout_fingerprint(
-    url: str, storage_options: dict | None = None, known: dict | None = None
+    url: str,
+    storage_options: dict | None = None,
+    known: dict | None = None,
+    dataset: Dataset | None = None,
 ) -> dict:
     """What identifies the pinned holdout: shape, dtype and a sha256 over its stored arrays
     (metadata and chunk files of X and y, by path within the group). The path itself is kept
@@ -128,9 +131,9 @@ def holdout_fingerprint(
     (ETags on object storage). Given the ``known`` fingerprint of an earlier hash whose
     ``files`` are still these, the sha256 is taken from it instead of reading every file again;
     a file rewritten, replaced or copied has another modification time, inode or ETag, and is
-    hashed.
+    hashed. ``dataset``: the holdout already opened (:func:`dlr.dataset.open_dataset`).
     """
-    ds = open_dataset(url, storage_options=storage_options)
+    ds = dataset or open_dataset(url, storage_options=storage_options)
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
     stored = [
@@ -221,6 +224,7 @@ class _Run:
         self.storage_options = storage_options
         self.timings: dict[str, float] = {}
         self.model: LogisticRegression | None = None  # the candidate, once trained here
+        self.pinned: Dataset | None = None  # the pinned holdout, once opened here
 
     def _timed(self, stage: str, started: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0) + time.perf_counter() - started, 4)
@@ -275,7 +279,10 @@ class _Run:
                     "timings": self.timings,
                 }
             )
-        pinned = holdout_fingerprint(cfg.holdout, self.storage_options, known=reg.holdout)
+        self.pinned = open_dataset(cfg.holdout, storage_options=self.storage_options)
+        pinned = holdout_fingerprint(
+            cfg.holdout, self.storage_options, known=reg.holdout, dataset=self.pinned
+        )
         if reg.holdout is None or (cfg.repin_holdout and not _same_holdout(reg.holdout, pinned)):
             reg.pin_holdout(pinned, by=f"retrain {self.run_key}", run=self.run_key)
         elif not _same_holdout(reg.holdout, pinned):
@@ -317,7 +324,9 @@ class _Run:
         started = time.perf_counter()
         classes = np.asarray(model.classes_)
         holdouts = {
-            "pinned": from_dataset(open_dataset(cfg.holdout, storage_options=self.storage_options)),
+            "pinned": from_dataset(
+                self.pinned or open_dataset(cfg.holdout, storage_options=self.storage_options)
+            ),
             "fresh": holdout_source(reg, new) if sum(s.holdout_rows for s in new) else None,
         }
         thetas = {"candidate": model.theta_} | ({"champion": champion.theta_} if champion else {})
