@@ -195,6 +195,20 @@ class Registry:
 
         self._commit("registry.json", change, "meta")
 
+    def note_holdout_files(self, files: str) -> None:
+        """Record ``files``, the digest of the pinned holdout's stored files, once its content
+        was hashed again and found the same (a pin from before the digest was kept, or its files
+        rewritten with the same bytes): later runs hash it again only if its files change. No
+        history event: the pinned holdout is the same."""
+
+        def change(meta: dict):
+            pin = meta["holdout"]
+            if pin is None or pin.get("files") == files:
+                return None
+            return {**meta, "holdout": {**pin, "files": files}}, None
+
+        self._commit("registry.json", change, "meta")
+
     # commits and their history events ----------------------------------------------------------
     def _commit(self, key: str, change, stage: str) -> dict | None:
         """Rewrite the document ``key`` (registry.json, spans.json) with ``change(doc)``: None

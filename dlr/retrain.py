@@ -291,6 +291,8 @@ class _Run:
                 f"(sha256 {reg.holdout['sha256'][:12]}…, '{reg.holdout.get('url')}'); pass the "
                 "pinned holdout, or --repin-holdout to pin this one"
             )
+        elif reg.holdout.get("files") != pinned["files"]:  # hashed again, and the same
+            reg.note_holdout_files(pinned["files"])
         self._timed("plan", started)
         return self.save(
             {**record, "status": "training", "holdout": pinned, "timings": self.timings}

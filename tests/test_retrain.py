@@ -314,6 +314,36 @@ def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, mon
     assert hashed
 
 
+def test_a_pin_without_its_files_digest_is_hashed_once_then_recorded(days, monkeypatch):
+    """A registry pinned before the digest of the holdout's files was kept: the next run hashes
+    the holdout, finds it the same and records the digest (no history event: the pinned holdout
+    did not change); the run after that reads none of its files."""
+    days.ingest(1)
+    days.retrain("day-1")
+    meta_path = Path(days.url) / "registry.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["holdout"]["files"]
+    meta_path.write_text(json.dumps(meta))
+    history = days.registry.history()
+    hashed = []
+    real_cat = fsspec.implementations.local.LocalFileSystem.cat_file
+
+    def counting_cat(fs, path, *args, **kwargs):
+        if os.path.realpath(path).startswith(os.path.realpath(days.holdout)):
+            hashed.append(path)
+        return real_cat(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file", counting_cat)
+    days.ingest(2)
+    assert days.retrain("day-2").exit_code == PROMOTED
+    assert hashed and "files" in days.registry.holdout
+    assert [e["event"] for e in days.registry.history()[len(history) :]] == ["ingest", "alias"]
+    hashed.clear()
+    days.ingest(3)
+    days.retrain("day-3")
+    assert hashed == []
+
+
 def test_a_different_holdout_is_refused_unless_repinned(days, tmp_path):
     days.ingest(1)
     days.retrain("day-1")
