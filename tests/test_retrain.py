@@ -290,9 +290,8 @@ def test_the_champion_is_evaluated_again_on_another_holdout_or_by_another_method
     assert record["metrics"]["champion"]["pinned"] == champion_on(other, days.registry, champion)[1]
 
 
-def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, monkeypatch):
-    days.ingest(1)
-    days.retrain("day-1")
+def holdout_reads(days, monkeypatch) -> list:
+    """The pinned holdout's files read from now on (hashing it reads every one)."""
     hashed = []
     real_cat = fsspec.implementations.local.LocalFileSystem.cat_file
 
@@ -302,6 +301,13 @@ def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, mon
         return real_cat(fs, path, *args, **kwargs)
 
     monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file", counting_cat)
+    return hashed
+
+
+def test_the_pinned_holdout_is_hashed_again_only_when_its_files_change(days, monkeypatch):
+    days.ingest(1)
+    days.retrain("day-1")
+    hashed = holdout_reads(days, monkeypatch)
     days.ingest(2)
     assert days.retrain("day-2").exit_code == PROMOTED
     assert hashed == []  # the same files as when it was pinned: not read again
@@ -325,15 +331,7 @@ def test_a_pin_without_its_files_digest_is_hashed_once_then_recorded(days, monke
     del meta["holdout"]["files"]
     meta_path.write_text(json.dumps(meta))
     history = days.registry.history()
-    hashed = []
-    real_cat = fsspec.implementations.local.LocalFileSystem.cat_file
-
-    def counting_cat(fs, path, *args, **kwargs):
-        if os.path.realpath(path).startswith(os.path.realpath(days.holdout)):
-            hashed.append(path)
-        return real_cat(fs, path, *args, **kwargs)
-
-    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file", counting_cat)
+    hashed = holdout_reads(days, monkeypatch)
     days.ingest(2)
     assert days.retrain("day-2").exit_code == PROMOTED
     assert hashed and "files" in days.registry.holdout
