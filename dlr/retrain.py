@@ -337,11 +337,9 @@ class _Run:
         # the champion's metrics on this very holdout, from the run that evaluated it as its
         # candidate, when nothing they depend on has changed: the same bits as evaluating again
         earlier = self._earlier_pinned(champion_v, record["holdout"], classes) if champion else None
-        reused = None
-        if earlier is not None:
-            metrics["champion"]["pinned"], curves["pinned"], reused = earlier
         for name, source in holdouts.items():
-            who_here = [w for w in thetas if not (w == "champion" and name in metrics[w])]
+            done = earlier is not None and name == "pinned"
+            who_here = [w for w in thetas if not (done and w == "champion")]
             results = [None] * len(who_here)
             if source is not None:
                 model._check_features(source)
@@ -355,7 +353,10 @@ class _Run:
                 metrics[who][name] = result
                 if counts is not None:
                     curves.setdefault(name, {})[who] = counts
-        curves = {h: {w: c[w] for w in thetas if w in c} for h, c in curves.items()}
+        reused = None
+        if earlier is not None:
+            metrics["champion"]["pinned"], counts, reused = earlier
+            curves.setdefault("pinned", {})["champion"] = counts
         self._timed("evaluate", started)
         started = time.perf_counter()
         # the new spans' train rows against the rest of the training set, from the summaries
@@ -442,7 +443,7 @@ class _Run:
         return self._fit(self._spans(record["spans"]["trained"]), self._champion(record))
 
     def _earlier_pinned(self, version: int, holdout: dict, classes: np.ndarray):
-        """(metrics, {"champion": score counts}, provenance) of version ``version`` on the
+        """(metrics, score counts, provenance) of version ``version`` on the
         pinned holdout, as the run that made it recorded them for its candidate — if that run
         evaluated the same holdout (sha256, shape, dtype) by the same method
         (:data:`dlr.scoring.METHOD`) with these classes; else None. The version's model is the
@@ -459,7 +460,7 @@ class _Run:
         if not pinned or counts is None or pinned.get("classes") != classes.tolist():
             return None
         provenance = {"champion": {"pinned": {"version": version, "run_key": run_key}}}
-        return pinned, {"champion": np.asarray(counts, np.int64)}, provenance
+        return pinned, np.asarray(counts, np.int64), provenance
 
     def _champion(self, record: dict) -> LogisticRegression | None:
         """The champion the run started from (None on the first run)."""
