@@ -14,9 +14,16 @@ and which are counted ½. So the error is at most Σ pos_b·neg_b / (2·P·N) ov
 more than one distinct score (a bin whose smallest and largest key are equal holds one score:
 its pairs are real ties, which count ½ as in scikit-learn).
 
+Up to :data:`BINS` samples no histogram is needed: a chunk of at most that many samples, under
+the first partition, is kept as its samples' keys, sorted, the positives' apart from the
+negatives' (:class:`SortedKeys`); such parts merge by sorting while their total stays within
+BINS, and give the exact AUC — each positive counts the negatives below its key and half those
+equal to it, in integers, as scikit-learn's roc_auc_score counts them —, with a bound of 0. A
+merge that would pass BINS turns its parts into histograms over the first partition.
+
 The first partition is fine (the top :data:`FIRST_BITS` bits of the key: bins of relative width
-about 1e-11), so up to about BINS samples nearly every bin holds one distinct score and the first
-pass is exact, or within the target. When the bound exceeds the target — more samples than
+about 1e-11), so when the samples are more than BINS nearly every bin still holds one distinct
+score in the first pass, or few. When the bound exceeds the target — more samples than
 BINS, or scores closer than a bin — the next pass re-partitions the data: each such bin's
 [smallest, largest] key range is split into about ``BINS × n_b / m`` sub-bins, so that bins hold
 roughly equal numbers of samples and the bound falls to about 1/``BINS``.
@@ -114,8 +121,44 @@ class Histogram(NamedTuple):
     limit: int | None = None
 
 
-def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -> Histogram:
-    """Sparse counts of one chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool."""
+class SortedKeys(NamedTuple):
+    """Every sample of one or more chunks, exactly: the keys of the positives and those of the
+    negatives, each sorted (at most the partition's ``limit`` in all).
+
+    Attributes
+    ----------
+    pos, neg : ndarray of shape (p,) and (q,), uint64
+        Sorted keys of the positives and of the negatives.
+    partition : Partition
+        The partition (the first one) whose histogram these become past its ``limit``.
+    """
+
+    pos: np.ndarray
+    neg: np.ndarray
+    partition: "Partition"
+
+    @property
+    def size(self) -> int:
+        return self.pos.size + self.neg.size
+
+    def histogram(self) -> "Histogram":
+        """The same samples as sparse counts over the partition's bins."""
+        k = np.concatenate([self.pos, self.neg])
+        positive = np.zeros(k.size, dtype=bool)
+        positive[: self.pos.size] = True
+        return _histogram(k, positive, self.partition)
+
+
+def chunk_histogram(k: np.ndarray, positive: np.ndarray, partition: Partition):
+    """One chunk's keys ``k`` (c,) and labels ``positive`` (c,) bool: as :class:`SortedKeys`
+    under a partition with a limit that ``c`` does not pass, else as a :class:`Histogram`."""
+    if partition.limit is not None and k.size <= partition.limit:
+        return SortedKeys(np.sort(k[positive]), np.sort(k[~positive]), partition)
+    return _histogram(k, positive, partition)
+
+
+def _histogram(k: np.ndarray, positive: np.ndarray, partition: Partition) -> "Histogram":
+    """Sparse counts of keys ``k`` (c,) and labels ``positive`` (c,) bool."""
     order = np.argsort(k)
     k = k[order]
     b = partition.bins(k)  # sorted, as the keys are: bins do not decrease with the key
@@ -172,13 +215,24 @@ def _sum(parts: list[Histogram]) -> Histogram:
     return _capped(_collapse(b, pos, neg, lo, hi, shift, parts[0].limit))
 
 
-def merge(*parts: Histogram) -> Histogram:
-    """Sum sparse histograms, in the order given (exact integer counts; where neighbouring bins
-    are joined depends only on that order, so the result is deterministic). Parts are added a
+def merge(*parts):
+    """Sum the parts (:class:`SortedKeys` or :class:`Histogram` of the same partition), in the
+    order given (exact integer counts; where neighbouring bins are joined depends only on that
+    order, so the result is deterministic). Sorted keys stay sorted keys while their total
+    stays within the limit; past it every part becomes a histogram. Histograms are added a
     batch at a time, a batch holding at most about twice the limit's entries, so that merging
     never holds more than about three times it."""
+    if all(isinstance(p, SortedKeys) for p in parts):
+        if sum(p.size for p in parts) <= parts[0].partition.limit:
+            return SortedKeys(
+                np.sort(np.concatenate([p.pos for p in parts])),
+                np.sort(np.concatenate([p.neg for p in parts])),
+                parts[0].partition,
+            )
     total, batch, size = None, [], 0
     for part in parts:
+        if isinstance(part, SortedKeys):
+            part = part.histogram()
         batch.append(part)
         size += part.bins.size
         if part.limit is not None and size > part.limit:
@@ -189,8 +243,11 @@ def merge(*parts: Histogram) -> Histogram:
     return total
 
 
-def auc_and_bound(histogram: Histogram) -> tuple[float, float]:
-    """AUC from a merged histogram and the bound on its error (NaN, 0 for one class only)."""
+def auc_and_bound(histogram) -> tuple[float, float]:
+    """AUC from merged :class:`SortedKeys` (exact: bound 0) or a merged :class:`Histogram`, and
+    the bound on its error (NaN, 0 for one class only)."""
+    if isinstance(histogram, SortedKeys):
+        return _exact_auc(histogram.pos, histogram.neg)
     pos, neg, lo, hi = histogram.pos, histogram.neg, histogram.lo, histogram.hi
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
     if n_pos == 0 or n_neg == 0:
@@ -203,11 +260,27 @@ def auc_and_bound(histogram: Histogram) -> tuple[float, float]:
     return auc, bound
 
 
-def refine(histogram: Histogram) -> Partition:
+def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """The AUC of sorted positive and negative keys: per positive, the negatives below it plus
+    half those tied with it, summed in integers (twice the count, so every term is whole)."""
+    if pos.size == 0 or neg.size == 0:
+        return float("nan"), 0.0
+    below = np.searchsorted(neg, pos, side="left")
+    twice = 2 * int(below.sum())
+    # ties: a positive whose key the negative just above its place has (none, with distinct
+    # scores: then one search is enough)
+    if (neg[np.minimum(below, neg.size - 1)] == pos).any():
+        twice += int((np.searchsorted(neg, pos, side="right") - below).sum())
+    return twice / (2 * pos.size * neg.size), 0.0
+
+
+def refine(histogram) -> Partition:
     """The next partition: every bin that holds positives, negatives and more than one score
     has its [smallest, largest] key range split into about ``BINS × n_b / m`` equal sub-ranges
     (a power of two, no finer than single keys); every other bin stays one bin. The scores are
     the same in every pass, so each key falls into the range of the bin it fell into before."""
+    if isinstance(histogram, SortedKeys):
+        histogram = histogram.histogram()
     pos, neg, lo, hi = histogram.pos, histogram.neg, histogram.lo, histogram.hi
     n = pos + neg
     mixed = (pos > 0) & (neg > 0) & (lo != hi)

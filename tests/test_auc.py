@@ -84,10 +84,11 @@ def test_up_to_bins_samples_the_first_pass_is_exact(name):
     assert abs(value - roc_auc_score(positive, scores)) <= 1e-15
 
 
+@pytest.mark.parametrize("n_chunks", [7, 101])  # chunks above the limit, and below it
 @pytest.mark.parametrize("name", CASES)
-def test_past_bins_samples_within_the_stated_bound_of_scikit_learn(name, few_bins):
+def test_past_bins_samples_within_the_stated_bound_of_scikit_learn(name, n_chunks, few_bins):
     scores, positive = case(name)
-    value, bound, passes = chunked_auc(scores, positive)
+    value, bound, passes = chunked_auc(scores, positive, n_chunks)
     assert bound <= auc.TARGET
     assert abs(value - roc_auc_score(positive, scores)) <= bound + 1e-15
     if name in ("ties", "constant", "signed-zeros"):
@@ -114,6 +115,27 @@ def test_the_bound_is_computed_from_the_counts_not_assumed(few_bins):
     assert bound > 2 * auc.TARGET
     assert abs(value - roc_auc_score(positive, scores)) <= bound
     assert chunked_auc(scores, positive)[2] == 2
+
+
+def test_chunks_within_the_limit_are_kept_as_sorted_keys_until_their_merge_would_pass_it(
+    few_bins,
+):
+    scores, positive = case("continuous", m=20_000)
+    parts = [
+        auc.chunk_histogram(k, p, auc.Partition.initial())
+        for k, p in zip(
+            np.array_split(auc.keys(scores), 10), np.array_split(positive, 10), strict=True
+        )
+    ]
+    assert all(isinstance(part, auc.SortedKeys) for part in parts)  # 2,000 samples each
+    two = auc.merge(*parts[:2])
+    assert isinstance(two, auc.SortedKeys)
+    assert np.array_equal(two.pos, np.sort(auc.keys(scores[:4000])[positive[:4000]]))
+    value, bound = auc.auc_and_bound(two)
+    assert bound == 0.0 and abs(value - roc_auc_score(positive[:4000], scores[:4000])) <= 1e-15
+    everything = auc.merge(*parts)  # 20,000 samples: a histogram of at most 4,096 entries
+    assert isinstance(everything, auc.Histogram) and everything.bins.size <= 4096
+    assert (everything.pos.sum(), everything.neg.sum()) == (positive.sum(), (~positive).sum())
 
 
 def test_one_class_only_has_no_auc():
