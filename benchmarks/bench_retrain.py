@@ -26,6 +26,7 @@ local threaded scheduler) and measures:
 """
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -214,6 +215,7 @@ def run_retrain(base: Path, holdout: str, args, r: int) -> dict:
     copy = base.with_name(f"{base.name}-run{r}")
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(base, copy)
+    os.sync()  # the copy written back before the timed run, not during it
     try:
         with Load() as load:
             started = time.perf_counter()

@@ -286,8 +286,9 @@ def _keep_summaries(registry: Registry, s: "_Staged", edges: Edges | None) -> No
 
 
 def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
-    """(X (m, n) in the schema's dtype, y (m,) int64, w (m,) float64 or None) of a batch,
-    or a DataError naming file, column and row."""
+    """(X (m, n) in the schema's dtype, y (m,) int64, w (m,) float64 or None, and X's n
+    columns (m,) as they were before being stacked) of a batch, or a DataError naming file,
+    column and row."""
     features, label, weight = schema["features"], schema["label"], schema["sample_weight"]
     expected = [*features, label] + ([weight] if weight else [])
     names = batch.schema.names
@@ -314,12 +315,11 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
             row = int(np.argmax(pc.is_null(array).to_numpy(zero_copy_only=False)))
             raise DataError(f"'{file}', column '{column}', row {offset + row}: missing value")
     x_dtype = np.dtype(schema["x_dtype"])
-    X = np.column_stack(
-        [
-            batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False)
-            for c in features
-        ]
-    )
+    columns = [
+        batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False)
+        for c in features
+    ]
+    X = np.column_stack(columns)
     finite = np.isfinite(X)
     if not finite.all():
         row, j = (int(i) for i in np.argwhere(~finite)[0])
@@ -347,7 +347,7 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
                 f"'{file}', column '{weight}', row {offset + row}: sample weight {w[row]}; "
                 "weights must be finite and ≥ 0"
             )
-    return X, y, w
+    return X, y, w, columns
 
 
 # holdout ---------------------------------------------------------------------------------------
@@ -371,13 +371,19 @@ def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: f
     It depends only on the row itself, so the split is the same whatever the file name, the
     batch boundaries, or where the row sits in its file. ``X``: (m, n); returns (m,) bool.
     """
+    return _holdout_mask([X[:, j] for j in range(X.shape[1])], y, w, fraction)
+
+
+def _holdout_mask(columns, y: np.ndarray, w: np.ndarray | None, fraction: float):
+    """:func:`holdout_mask` of the rows whose features are ``columns`` (n arrays (m,)): read
+    one contiguous column at a time, they cost one pass over the features, where the columns
+    of a row-major X cost one pass over all of X each."""
     if fraction == 0:
         return np.zeros(len(y), dtype=bool)
     h = np.full(len(y), _SEED, dtype=np.uint64)
     t = np.empty_like(h)
     bits = np.empty(len(y), dtype=np.float64)
-    columns = [X[:, j] for j in range(X.shape[1])] + [y] + ([w] if w is not None else [])
-    for column in columns:
+    for column in [*columns, y] + ([w] if w is not None else []):
         np.add(column, 0.0, out=bits)  # as float64; + 0.0 makes -0.0 and 0.0 the same value
         h ^= bits.view(np.uint64)
         _mix(h, t)
@@ -590,16 +596,16 @@ def _stage(
                 for key in keys
             )
 
-            def split(X, y, w) -> None:
-                held = holdout_mask(X, y, w, holdout_fraction)
+            def split(X, y, w, columns) -> None:
+                held = _holdout_mask(columns, y, w, holdout_fraction)
                 train.append(X, y, w, np.flatnonzero(~held))
                 holdout.append(X, y, w, np.flatnonzero(held))
 
             rows = 0
             for file, offset, batch in batches:
-                X, y, w = _check(batch, schema, file, offset)
+                X, y, w, columns = _check(batch, schema, file, offset)
                 hasher.submit(_hash_rows, hashes, X, y, w)
-                splitter.submit(split, X, y, w)
+                splitter.submit(split, X, y, w, columns)
                 rows += len(y)
             splitter.drain()
             train.close()
