@@ -175,8 +175,10 @@ def print_platform(versions: dict[str, str], scale: float = 1.0) -> None:
     """The machine, the dlr checkout, library ``versions`` (name → version), BLAS and its env."""
     vm = psutil.virtual_memory()
     print("== machine and conditions")
-    if scale != 1:
+    if scale < 1:
         print(f"SCALE     {scale:g}: a reduced run to check the script; the figures mean nothing")
+    elif scale > 1:
+        print(f"SCALE     {scale:g}: every dataset {scale:g}× the default size")
     print(
         f"cpu       {cpu_model()}, {os.cpu_count()} logical cores "
         f"({psutil.cpu_count(logical=False)} physical)"
