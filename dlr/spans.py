@@ -316,8 +316,7 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
             raise DataError(f"'{file}', column '{column}', row {offset + row}: missing value")
     x_dtype = np.dtype(schema["x_dtype"])
     columns = [
-        batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False)
-        for c in features
+        batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False) for c in features
     ]
     X = np.column_stack(columns)
     finite = np.isfinite(X)
