@@ -375,8 +375,8 @@ def holdout_mask(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, fraction: f
 
 def _holdout_mask(columns, y: np.ndarray, w: np.ndarray | None, fraction: float):
     """:func:`holdout_mask` of the rows whose features are ``columns`` (n arrays (m,)): read
-    one contiguous column at a time, they cost one pass over the features, where the columns
-    of a row-major X cost one pass over all of X each."""
+    one contiguous column at a time, they cost one pass over the features, where each strided
+    column of a row-major X touches a cache line of every row."""
     if fraction == 0:
         return np.zeros(len(y), dtype=bool)
     h = np.full(len(y), _SEED, dtype=np.uint64)
