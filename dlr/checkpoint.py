@@ -185,11 +185,19 @@ class CheckpointStore:
 def check_compatible(saved: dict, current: dict, where: str) -> None:
     """Refuse to resume when the settings or the data of the run differ, naming what differs.
 
-    ``saved`` and ``current`` are run metadata: sections ``params``, ``data`` and
-    ``validation`` of fields compared one by one, and ``content``, per data set its ``origin``
-    and ``chunks``, a list of [start, stop, digest] whose first differing entry is named.
+    ``saved`` and ``current`` are run metadata: ``start``, the digest of the initial weights
+    (compared when the checkpoint has it), sections ``params``, ``data`` and ``validation`` of
+    fields compared one by one, and ``content``, per data set its ``origin`` and ``chunks``, a
+    list of [start, stop, digest] whose first differing entry is named.
     """
     current = serial.decode(serial.encode(current, None, "meta"))  # the types a file gives back
+    start = saved.get("start")  # absent in checkpoints of dlr before it was recorded
+    if start is not None and start != current.get("start"):
+        raise DlrError(
+            f"cannot resume from {where}: that fit started from other initial weights (another "
+            "--init model, or none); resume with the init it started from, or start afresh "
+            "without --resume"
+        )
     for section in ("params", "data", "validation"):
         old, new = saved.get(section) or {}, current.get(section) or {}
         for key in sorted(set(old) | set(new)):

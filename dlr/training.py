@@ -8,6 +8,7 @@ far — advanced by the pure :func:`advance` after each solver step. A checkpoin
 value and a resume reads it back, so a resumed run continues with exactly the bits it had.
 """
 
+import hashlib
 import logging
 import time
 from concurrent.futures import CancelledError
@@ -245,7 +246,8 @@ def train(
     if patience is not None and objective.validation is None:
         raise DlrError("early_stopping needs validation_data")
     engine = objective.engine
-    saver = _Saver(checkpoint, _meta(objective, checkpoint.params)) if checkpoint else None
+    meta = _meta(objective, checkpoint.params, theta0, carried) if checkpoint else None
+    saver = _Saver(checkpoint, meta) if checkpoint else None
     run = saver.resume() if resume else None
     offset = 0 if run is None else run.passes  # passes made by the processes before this one
     reporter = ProgressReporter(max_iter) if verbose else None
@@ -299,14 +301,30 @@ def train(
     )
 
 
-def _meta(objective: Objective, params: dict) -> dict:
-    """What a checkpoint says about its run: settings, data fingerprints and chunk digests."""
-    meta = {"params": params, "data": objective.engine.source.fingerprint, "validation": None}
+def _meta(objective: Objective, params: dict, theta0: np.ndarray, carried: dict | None) -> dict:
+    """What a checkpoint says about its run: settings, data fingerprints, chunk digests, and
+    the start (a digest of θ₀ and of what the solver carries over from an earlier fit)."""
+    meta = {
+        "params": params,
+        "data": objective.engine.source.fingerprint,
+        "validation": None,
+        "start": {"digest": _start_digest(theta0, carried)},
+    }
     content = {"data": _content(objective.engine)}
     if objective.validation is not None:
         meta["validation"] = objective.validation.source.fingerprint
         content["validation"] = _content(objective.validation)
     return {**meta, "content": content}
+
+
+def _start_digest(theta0: np.ndarray, carried: dict | None) -> str:
+    """sha256 of θ₀ and the carried arrays (by name), as float64: the same start, the same
+    digest."""
+    digest = hashlib.sha256(np.ascontiguousarray(theta0, dtype="<f8").tobytes())
+    for name, value in sorted((carried or {}).items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(value, dtype="<f8").tobytes())
+    return digest.hexdigest()
 
 
 def _content(engine) -> dict:

@@ -9,9 +9,9 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import dlr
-from dlr import model_io, warm
+from dlr import model_io, training, warm
 from dlr.engine import Engine
-from dlr.errors import ModelError
+from dlr.errors import DlrError, ModelError
 from dlr.objective import Objective
 from dlr.sources import from_arrays
 from dlr.synthetic import make_chunk, true_weights
@@ -169,6 +169,37 @@ def test_a_warm_started_run_resumed_from_its_checkpoint_equals_the_uninterrupted
     resumed = dlr.LogisticRegression(**LBFGS).fit(X, y, init=champion, checkpoint=ckpt, resume=True)
     assert_same_fit(resumed, full)
     np.testing.assert_array_equal(resumed.lbfgs_memory_, full.lbfgs_memory_)
+
+
+def test_a_checkpoint_resumes_only_from_the_start_it_was_made_from(batches, champion, tmp_path):
+    _, (X, y) = batches
+    ckpt = str(tmp_path / "ckpt")
+    with pytest.warns(ConvergenceWarning):  # stopped after one iteration, as if killed
+        dlr.LogisticRegression(**{**LBFGS, "max_iter": 1}).fit(X, y, init=champion, checkpoint=ckpt)
+    other = without_memory(champion)  # the same weights without the L-BFGS pairs
+    for init in (None, other):
+        with pytest.raises(DlrError, match="started from other initial weights"):
+            dlr.LogisticRegression(**LBFGS).fit(X, y, init=init, checkpoint=ckpt, resume=True)
+    resumed = dlr.LogisticRegression(**LBFGS).fit(X, y, init=champion, checkpoint=ckpt, resume=True)
+    assert_same_fit(resumed, dlr.LogisticRegression(**LBFGS).fit(X, y, init=champion))
+
+
+def test_a_checkpoint_from_before_the_start_was_recorded_still_resumes(
+    batches, champion, tmp_path, monkeypatch
+):
+    _, (X, y) = batches
+    ckpt = str(tmp_path / "ckpt")
+    recorded = training._meta
+    with monkeypatch.context() as m:  # a checkpoint as dlr wrote them before
+        m.setattr(
+            training, "_meta", lambda *a: {k: v for k, v in recorded(*a).items() if k != "start"}
+        )
+        with pytest.warns(ConvergenceWarning):
+            dlr.LogisticRegression(**{**LBFGS, "max_iter": 1}).fit(
+                X, y, init=champion, checkpoint=ckpt
+            )
+    resumed = dlr.LogisticRegression(**LBFGS).fit(X, y, init=champion, checkpoint=ckpt, resume=True)
+    assert_same_fit(resumed, dlr.LogisticRegression(**LBFGS).fit(X, y, init=champion))
 
 
 # --- the evaluation at the start, in the first pass ----------------------------------------
