@@ -8,7 +8,6 @@ far — advanced by the pure :func:`advance` after each solver step. A checkpoin
 value and a resume reads it back, so a resumed run continues with exactly the bits it had.
 """
 
-import hashlib
 import logging
 import time
 from concurrent.futures import CancelledError
@@ -16,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dlr import serial
 from dlr.checkpoint import CheckpointStore, check_compatible
 from dlr.errors import DlrError
 from dlr.linalg import single_threaded_blas
@@ -320,11 +320,10 @@ def _meta(objective: Objective, params: dict, theta0: np.ndarray, carried: dict 
 def _start_digest(theta0: np.ndarray, carried: dict | None) -> str:
     """sha256 of θ₀ and the carried arrays (by name), as float64: the same start, the same
     digest."""
-    digest = hashlib.sha256(np.ascontiguousarray(theta0, dtype="<f8").tobytes())
+    parts = [np.ascontiguousarray(theta0, dtype="<f8").tobytes()]
     for name, value in sorted((carried or {}).items()):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(value, dtype="<f8").tobytes())
-    return digest.hexdigest()
+        parts += [name.encode(), np.ascontiguousarray(value, dtype="<f8").tobytes()]
+    return serial.sha256(b"".join(parts))
 
 
 def _content(engine) -> dict:
