@@ -52,6 +52,9 @@ CHUNK_BYTES = 8 << 20
 WRITES_AHEAD = 4
 #: Threads compressing and writing chunks (of different chunks, in parallel).
 WRITERS = 2
+#: Arrays a source's batches are stacked into in turn: a batch's is reused once the content
+#: hash and the split of the batch this many before it are done.
+STACKED = WRITES_AHEAD + 2
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 
@@ -104,6 +107,7 @@ def ingest(
     if not first_ingest:
         _check_drift_bins(schema, drift_bins, registry.url)
     staged: list[_Staged] = []
+    workspace = _Workspace()
     try:
         for source in sources:
             batches = read_batches(str(source), chunk_samples or 65536, storage_options)
@@ -120,6 +124,7 @@ def ingest(
                     holdout_fraction,
                     chunk_samples,
                     first_ingest,
+                    workspace,
                 )
             )
         if first_ingest:
@@ -285,10 +290,10 @@ def _keep_summaries(registry: Registry, s: "_Staged", edges: Edges | None) -> No
         ) from None
 
 
-def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
-    """(X (m, n) in the schema's dtype, y (m,) int64, w (m,) float64 or None, and X's n
-    columns (m,) as they were before being stacked) of a batch, or a DataError naming file,
-    column and row."""
+def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int, out: np.ndarray):
+    """(X (m, n) in the schema's dtype, stacked into ``out`` (m, n), y (m,) int64, w (m,)
+    float64 or None, and X's n columns (m,) as they were before being stacked) of a batch, or
+    a DataError naming file, column and row."""
     features, label, weight = schema["features"], schema["label"], schema["sample_weight"]
     expected = [*features, label] + ([weight] if weight else [])
     names = batch.schema.names
@@ -318,14 +323,16 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
     columns = [
         batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False) for c in features
     ]
-    X = np.column_stack(columns)
-    finite = np.isfinite(X)
-    if not finite.all():
-        row, j = (int(i) for i in np.argwhere(~finite)[0])
-        raise DataError(
-            f"'{file}', column '{features[j]}', row {offset + row}: {X[row, j]}; features must "
-            "be finite (no NaN or inf)"
-        )
+    X = np.stack(columns, axis=1, out=out)
+    # a NaN or inf anywhere makes the sum one (so may an overflow: then look value by value)
+    if not np.isfinite(np.add.reduce(X, axis=None)):
+        finite = np.isfinite(X)
+        if not finite.all():
+            row, j = (int(i) for i in np.argwhere(~finite)[0])
+            raise DataError(
+                f"'{file}', column '{features[j]}', row {offset + row}: {X[row, j]}; features "
+                "must be finite (no NaN or inf)"
+            )
     raw = batch.column(label).to_numpy(zero_copy_only=False)
     if raw.dtype.kind == "f":
         bad = ~(np.isfinite(raw) & (raw == np.round(raw)))
@@ -335,7 +342,7 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int):
                 f"'{file}', column '{label}', row {offset + row}: label {raw[row]} is not an "
                 "integer class"
             )
-    y = raw.astype(np.int64)
+    y = raw.astype(np.int64, copy=False)
     w = None
     if weight:
         w = batch.column(weight).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -401,15 +408,15 @@ def _open_group(registry: Registry, key: str, mode: str) -> zarr.Group:
 class _GroupWriter:
     """Appends rows to a new dlr dataset group, one whole chunk at a time.
 
-    Rows are gathered straight into one of :data:`WRITES_AHEAD` + 1 reused chunk buffers (one
-    copy of each row, no temporaries). A full buffer is compressed and written by ``writer``,
-    an executor the caller owns and shares between the groups of one source (chunks of an array
-    are written in parallel; its metadata changes only while none of its writes is in flight),
-    and its rows' ``summary`` counted by ``summarizer``, a one-thread executor (so each
-    :class:`dlr.summary.Accumulator` sees its rows in order), while the caller goes on. A buffer
-    is filled again only once its write and its count are done, which bounds the rows held in
-    memory; an error of a write (a full disk) comes out of the next :meth:`append` or
-    :meth:`close`.
+    Rows are gathered straight into ``buffers``, :data:`WRITES_AHEAD` + 1 reused chunk buffers
+    (:meth:`_Workspace.chunk_buffers`: one copy of each row, no temporaries). A full buffer is
+    compressed and written by ``writer``, an executor the caller owns and shares between the
+    groups of one source (chunks of an array are written in parallel; its metadata changes only
+    while none of its writes is in flight), and its rows' ``summary`` counted by
+    ``summarizer``, a one-thread executor (so each :class:`dlr.summary.Accumulator` sees its
+    rows in order), while the caller goes on. A buffer is filled again only once its write and
+    its count are done, which bounds the rows held in memory; an error of a write (a full disk)
+    comes out of the next :meth:`append` or :meth:`close`.
     """
 
     def __init__(
@@ -421,6 +428,7 @@ class _GroupWriter:
         writer,
         summary: Accumulator | None,
         summarizer,
+        buffers: list,
     ):
         n = len(schema["features"])
         group = _open_group(registry, key, "w")
@@ -442,16 +450,7 @@ class _GroupWriter:
             self.w = group.create_array(
                 "w", shape=(0,), chunks=(chunk_samples,), dtype="float64", **codecs()
             )
-        weighted = self.w is not None
-        # np.empty: a buffer's pages are touched only when rows reach it
-        self.buffers = [
-            (
-                np.empty((chunk_samples, n), dtype=schema["x_dtype"]),
-                np.empty(chunk_samples, dtype=np.int64),
-                np.empty(chunk_samples, dtype=np.float64) if weighted else None,
-            )
-            for _ in range(WRITES_AHEAD + 1)
-        ]
+        self.buffers = buffers
         self.busy: list[list] = [[] for _ in self.buffers]  # the futures using each buffer
         self.current, self.filled = 0, 0
         self.rows = 0
@@ -523,6 +522,48 @@ class _GroupWriter:
                 a.resize((rows,))
 
 
+class _Workspace:
+    """The arrays one ingest call reuses for all its SOURCEs, so that their pages are touched
+    once, not once per SOURCE or per batch (on a virtual machine a fresh page costs a fault of
+    several microseconds): per group its chunk buffers and its summary's buffers, and the ring
+    of :data:`STACKED` arrays the batches' rows are stacked into."""
+
+    def __init__(self):
+        self.chunks: dict = {}
+        self.accumulators: dict = {}
+        self.stacked: list = [None] * STACKED
+
+    def chunk_buffers(self, group: str, schema: dict, rows: int) -> list:
+        """:data:`WRITES_AHEAD` + 1 buffers (X (rows, n), y (rows,), w (rows,) or None) for
+        ``group``'s chunks (np.empty: a page is touched only when rows reach it)."""
+        n, dtype, weighted = len(schema["features"]), schema["x_dtype"], schema["sample_weight"]
+        key = group, n, dtype, rows, bool(weighted)
+        if key not in self.chunks:
+            self.chunks[key] = [
+                (
+                    np.empty((rows, n), dtype=dtype),
+                    np.empty(rows, dtype=np.int64),
+                    np.empty(rows, dtype=np.float64) if weighted else None,
+                )
+                for _ in range(WRITES_AHEAD + 1)
+            ]
+        return self.chunks[key]
+
+    def accumulator(self, group: str, n: int, edges: Edges | None) -> Accumulator:
+        """A new summary for ``group``, in the buffers of its last one (which must be done)."""
+        acc = Accumulator(n, edges, reuse=self.accumulators.get(group))
+        self.accumulators[group] = acc
+        return acc
+
+    def stack(self, slot: int, rows: int, n: int, dtype) -> np.ndarray:
+        """An (rows, n) array of ``dtype`` in ring slot ``slot`` (whose last user must be
+        done)."""
+        a = self.stacked[slot]
+        if a is None or a.shape[0] < rows or a.shape[1] != n or a.dtype != dtype:
+            a = self.stacked[slot] = np.empty((rows, n), dtype=dtype)
+        return a[:rows]
+
+
 class _Lane:
     """A one-thread executor whose jobs run in the order given, at most :data:`WRITES_AHEAD`
     of them outstanding (:meth:`submit` waits for the oldest past that, and raises its
@@ -532,10 +573,13 @@ class _Lane:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.outstanding: list = []
 
-    def submit(self, fn, *args) -> None:
-        self.outstanding.append(self.pool.submit(fn, *args))
+    def submit(self, fn, *args):
+        """Run ``fn(*args)`` after the jobs before it; returns its future."""
+        future = self.pool.submit(fn, *args)
+        self.outstanding.append(future)
         while len(self.outstanding) > WRITES_AHEAD:
             self.outstanding.pop(0).result()
+        return future
 
     def drain(self) -> None:
         """Wait for every job (raising the first error)."""
@@ -562,6 +606,7 @@ def _stage(
     holdout_fraction: float,
     chunk_samples: int | None,
     first_ingest: bool,
+    workspace: _Workspace,
 ) -> _Staged:
     """Write one SOURCE as staged train and holdout groups; hash and summarize its content
     meanwhile (histograms only on the schema's drift edges: none yet at the first ingest, and
@@ -589,10 +634,11 @@ def _stage(
                     schema,
                     c,
                     writer,
-                    Accumulator(n, edges) if summarize else None,
+                    workspace.accumulator(group, n, edges) if summarize else None,
                     summarizer,
+                    workspace.chunk_buffers(group, schema, c),
                 )
-                for key in keys
+                for group, key in zip(("train", "holdout"), keys, strict=True)
             )
 
             def split(X, y, w, columns) -> None:
@@ -600,11 +646,18 @@ def _stage(
                 train.append(X, y, w, np.flatnonzero(~held))
                 holdout.append(X, y, w, np.flatnonzero(held))
 
-            rows = 0
-            for file, offset, batch in batches:
-                X, y, w, columns = _check(batch, schema, file, offset)
-                hasher.submit(_hash_rows, hashes, X, y, w)
-                splitter.submit(split, X, y, w, columns)
+            rows, dtype = 0, np.dtype(schema["x_dtype"])
+            readers: list[list] = [[] for _ in range(STACKED)]  # the jobs reading each slot
+            for i, (file, offset, batch) in enumerate(batches):
+                slot = i % STACKED
+                for future in readers[slot]:
+                    future.result()
+                out = workspace.stack(slot, batch.num_rows, n, dtype)
+                X, y, w, columns = _check(batch, schema, file, offset, out)
+                readers[slot] = [
+                    hasher.submit(_hash_rows, hashes, X, y, w),
+                    splitter.submit(split, X, y, w, columns),
+                ]
                 rows += len(y)
             splitter.drain()
             train.close()

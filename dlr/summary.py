@@ -97,15 +97,25 @@ def histogram(x: np.ndarray, edges: Edges, *, samples_first: bool = True) -> np.
     return _histogram(xt, edges, np.empty_like(xt))
 
 
-def _histogram(xt: np.ndarray, edges: Edges, scratch: np.ndarray) -> np.ndarray:
-    """:func:`histogram` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m)."""
+def _histogram(
+    xt: np.ndarray, edges: Edges, scratch: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`histogram` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m) and ``index``
+    ((n, m) of :func:`index_dtype`, or None: a new one)."""
     width = edges.width
     scale = np.divide(1.0, width, out=np.zeros_like(width), where=width > 0)
     np.subtract(xt, edges.lo[:, None], out=scratch)
     scratch *= scale[:, None]  # a constant feature (width 0): every value in bin 0
     np.clip(scratch, 0, edges.bins - 1, out=scratch)  # then truncation is the floor
-    index = scratch.astype(np.min_scalar_type(edges.bins - 1))
+    if index is None:
+        index = np.empty(xt.shape, dtype=index_dtype(edges))
+    np.copyto(index, scratch, casting="unsafe")  # truncation, as astype
     return np.stack([np.bincount(row, minlength=edges.bins) for row in index]).astype(np.int64)
+
+
+def index_dtype(edges: Edges) -> np.dtype:
+    """The smallest unsigned integer type that holds a bin index of ``edges``."""
+    return np.min_scalar_type(edges.bins - 1)
 
 
 def of_rows(
@@ -117,8 +127,15 @@ def of_rows(
     return _summary(xt, y, edges, np.empty_like(xt))
 
 
-def _summary(xt: np.ndarray, y: np.ndarray, edges: Edges | None, scratch: np.ndarray) -> Summary:
-    """:func:`of_rows` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m)."""
+def _summary(
+    xt: np.ndarray,
+    y: np.ndarray,
+    edges: Edges | None,
+    scratch: np.ndarray,
+    index: np.ndarray | None = None,
+) -> Summary:
+    """:func:`of_rows` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m) (and the
+    histogram's bin indices in ``index``, see :func:`_histogram`)."""
     if xt.shape[1] == 0:
         return empty(xt.shape[0], edges)
     mean = xt.mean(axis=1)
@@ -132,7 +149,7 @@ def _summary(xt: np.ndarray, y: np.ndarray, edges: Edges | None, scratch: np.nda
         xt.min(axis=1),
         xt.max(axis=1),
         dict(zip(labels.tolist(), counts.tolist(), strict=True)),
-        None if edges is None else _histogram(xt, edges, scratch),
+        None if edges is None else _histogram(xt, edges, scratch, index),
     )
 
 
@@ -174,14 +191,21 @@ def block_rows(n: int) -> int:
 class Accumulator:
     """The summary of rows added in batches of any size, summarized over fixed blocks of
     :func:`block_rows` rows and merged in order (the same bits whatever the batches). Each
-    block is gathered, transposed, into one float64 (n, block) buffer (and summarized in a
-    second one: no allocation per block)."""
+    block is gathered, transposed, into one float64 (n, block) buffer and summarized in a
+    second one and an index buffer: no allocation per block. An accumulator made with
+    ``reuse`` (one of the same n and edges that is done) takes over its buffers, whose pages
+    are then touched once for several summaries, not once each."""
 
-    def __init__(self, n: int, edges: Edges | None):
+    def __init__(self, n: int, edges: Edges | None, *, reuse: "Accumulator | None" = None):
         self.edges, self.block = edges, block_rows(n)
         self.total = empty(n, edges)
-        self.x, self.scratch = np.empty((n, self.block)), np.empty((n, self.block))
-        self.y = np.empty(self.block, dtype=np.int64)
+        index = None if edges is None else index_dtype(edges)
+        if reuse is not None and reuse._fits(n, index):
+            self.x, self.scratch, self.y, self.index = reuse.x, reuse.scratch, reuse.y, reuse.index
+        else:
+            self.x, self.scratch = np.empty((n, self.block)), np.empty((n, self.block))
+            self.y = np.empty(self.block, dtype=np.int64)
+            self.index = None if index is None else np.empty((n, self.block), index)
         self.fill = 0
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -196,6 +220,11 @@ class Accumulator:
             if self.fill == self.block:
                 self._summarize()
 
+    def _fits(self, n: int, index: np.dtype | None) -> bool:
+        """Whether these buffers serve n features with bin indices of type ``index``."""
+        has = None if self.index is None else self.index.dtype
+        return self.x.shape == (n, self.block) and has == index
+
     def result(self) -> Summary:
         """The summary of every row added."""
         if self.fill:
@@ -205,7 +234,7 @@ class Accumulator:
     def _summarize(self) -> None:
         m = self.fill
         if m == self.block:
-            part = _summary(self.x, self.y, self.edges, self.scratch)
+            part = _summary(self.x, self.y, self.edges, self.scratch, self.index)
         else:  # the last, partial block
             part = of_rows(self.x[:, :m], self.y[:m], self.edges, samples_first=False)
         self.total = _merge2(self.total, part)

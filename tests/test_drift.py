@@ -111,9 +111,9 @@ def test_a_summary_is_the_same_bits_whatever_the_batches():
     x = rng.normal(size=(m, n)).astype(np.float32)
     y = rng.integers(0, 3, m)
     edges = Edges(10, np.full(n, -2.0), np.full(n, 2.0))
-    results = []
+    results, acc = [], None
     for batch in (m, 65536, 1000, 777):
-        acc = Accumulator(n, edges)
+        acc = Accumulator(n, edges, reuse=acc)  # in the buffers of the one before: the same
         for start in range(0, m, batch):
             acc.add(x[start : start + batch], y[start : start + batch])
         results.append(acc.result())

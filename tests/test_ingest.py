@@ -189,6 +189,29 @@ def test_a_zarr_dataset_is_ingested_chunk_by_chunk(tmp_path, dataset):
     assert zarr.open_array(span.train_url + "/X", mode="r").chunks == (64, 4)
 
 
+def test_the_sources_of_one_call_are_the_spans_each_makes_alone(tmp_path):
+    """One call reuses its arrays from batch to batch and SOURCE to SOURCE: every span still
+    holds exactly its own rows, in order, under the id its content alone gives it."""
+    tables = [table(ROWS + 37 * k, seed=10 + k) for k in range(3)]
+    sources = [write("parquet", t, tmp_path / f"day{k}") for k, t in enumerate(tables)]
+    reg = tmp_path / "together"
+    # batches and chunks of 64 rows: 40 and more batches a source, the arrays reused many times
+    ok("ingest", *sources, "--registry", reg, "--label", "label", "--chunk-samples", "64")
+    together = {s.source: s for s in Registry(str(reg)).spans()}
+    for k, (t, source) in enumerate(zip(tables, sources, strict=True)):
+        ok("ingest", source, "--registry", tmp_path / f"alone{k}", "--label", "label")
+        (alone,) = Registry(str(tmp_path / f"alone{k}")).spans()
+        span = together[source]
+        assert span.id == alone.id
+        X = np.column_stack([t.column(c).to_numpy() for c in "abc"])
+        y = t.column("label").to_numpy()
+        held = holdout_mask(X, y, None, 0.1)
+        for url, rows in ((span.train_url, ~held), (span.holdout_url, held)):
+            group = zarr.open_group(url, mode="r")
+            np.testing.assert_array_equal(group["X"][:], X[rows])
+            np.testing.assert_array_equal(group["y"][:], y[rows])
+
+
 def test_the_same_content_under_another_name_changes_nothing(tmp_path):
     t = table(ROWS, seed=2)
     reg = tmp_path / "reg"
