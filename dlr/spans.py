@@ -17,11 +17,12 @@ ingest counts its histograms by reading its staged spans back once.
 
 The span id is the sha256 of the schema (without its drift edges) and the rows (computed
 while writing), so the same content under any file name is the same span. Spans are written
-under temporary names; then, holding the registry lease, ingest renames (or, on object
-storage, copies) them to ``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json``
-atomically (on object storage also a compare-and-swap, :meth:`Registry.update_span_entries`)
-— the commit, which carries the ingest's history event (its file follows). An interrupted
-ingest leaves nothing visible, and no event; rerunning it completes it. A span already
+under temporary names (locally, each chunk file is fsynced on a thread of its own once
+written); then, holding the registry lease, ingest renames (or, on object storage, copies) them
+to ``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object
+storage also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit, which
+carries the ingest's history event (its file follows). An interrupted ingest leaves nothing
+visible, and no event; rerunning it completes it. A span already
 committed changes nothing. All SOURCEs of one call are committed together or not at all.
 """
 
@@ -108,6 +109,7 @@ def ingest(
         _check_drift_bins(schema, drift_bins, registry.url)
     staged: list[_Staged] = []
     workspace = _Workspace()
+    flusher = _Flusher() if registry.store.local else None
     try:
         for source in sources:
             batches = read_batches(str(source), chunk_samples or 65536, storage_options)
@@ -125,8 +127,11 @@ def ingest(
                     chunk_samples,
                     first_ingest,
                     workspace,
+                    flusher,
                 )
             )
+        if flusher is not None:
+            flusher.close()  # the commit fsyncs the trees: what was flushed is quick
         if first_ingest:
             schema, staged = _fix_edges(registry, schema, staged, drift_bins or DEFAULT_BINS)
         for s in staged:
@@ -143,6 +148,8 @@ def ingest(
         ) as held:
             return _commit(registry, staged, schema, held)
     finally:
+        if flusher is not None:
+            flusher.close()
         for s in staged:
             for key in (s.train_key, s.holdout_key):
                 registry.store.delete(key)  # published ones were moved away already
@@ -429,9 +436,11 @@ class _GroupWriter:
         summary: Accumulator | None,
         summarizer,
         buffers: list,
+        flusher: "_Flusher | None",
     ):
         n = len(schema["features"])
         group = _open_group(registry, key, "w")
+        self.directory = registry.store.path(key) if flusher is not None else None
         group.attrs["dlr"] = {"kind": "span", "features": schema["features"]}
         self.c = chunk_samples
         self.x = group.create_array(
@@ -454,7 +463,7 @@ class _GroupWriter:
         self.busy: list[list] = [[] for _ in self.buffers]  # the futures using each buffer
         self.current, self.filled = 0, 0
         self.rows = 0
-        self.writer = writer
+        self.writer, self.flusher = writer, flusher
         self.summary, self.summarizer = summary, summarizer
 
     def append(self, X, y, w, rows: np.ndarray) -> None:
@@ -508,6 +517,14 @@ class _GroupWriter:
         self.y[start:stop] = y
         if self.w is not None:
             self.w[start:stop] = w
+        if self.flusher is not None:
+            self.flusher.flush(
+                os.path.join(self.directory, name, a.metadata.encode_chunk_key(coords))
+                for name, a in (("X", self.x), ("y", self.y), ("w", self.w))
+                if a is not None
+                for i in range(start // self.c, -(-stop // self.c))
+                for coords in [(i, 0) if a.ndim == 2 else (i,)]
+            )
 
     def _wait(self) -> None:
         """Until every write and count of this group is done (raising the first error)."""
@@ -564,6 +581,36 @@ class _Workspace:
         return a[:rows]
 
 
+class _Flusher:
+    """fsyncs written chunk files on a thread of its own, while ingest goes on: the data goes
+    to disk beside the work instead of all at once in the commit's fsync of the tree (which
+    still makes it durable, and reports its errors; one here is left to it)."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-flush")
+
+    def flush(self, paths) -> None:
+        self.pool.submit(_fsync_quietly, list(paths))
+
+    def close(self) -> None:
+        """Stop: drop the flushes not started, wait for the one running."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fsync_quietly(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # deleted meanwhile (a failed ingest)
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 class _Lane:
     """A one-thread executor whose jobs run in the order given, at most :data:`WRITES_AHEAD`
     of them outstanding (:meth:`submit` waits for the oldest past that, and raises its
@@ -607,6 +654,7 @@ def _stage(
     chunk_samples: int | None,
     first_ingest: bool,
     workspace: _Workspace,
+    flusher: _Flusher | None,
 ) -> _Staged:
     """Write one SOURCE as staged train and holdout groups; hash and summarize its content
     meanwhile (histograms only on the schema's drift edges: none yet at the first ingest, and
@@ -637,6 +685,7 @@ def _stage(
                     workspace.accumulator(group, n, edges) if summarize else None,
                     summarizer,
                     workspace.chunk_buffers(group, schema, c),
+                    flusher,
                 )
                 for group, key in zip(("train", "holdout"), keys, strict=True)
             )

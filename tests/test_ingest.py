@@ -212,6 +212,36 @@ def test_the_sources_of_one_call_are_the_spans_each_makes_alone(tmp_path):
             np.testing.assert_array_equal(group["y"][:], y[rows])
 
 
+def test_every_chunk_file_is_flushed_while_the_ingest_goes_on(tmp_path, monkeypatch):
+    """The chunks go to disk beside the work (the commit's fsync of the tree then finds little
+    left to do): every chunk file of every span is fsynced before the commit."""
+    flushed, committed = [], []
+    fsync_quietly, commit = spans._fsync_quietly, spans._commit
+    monkeypatch.setattr(spans, "_fsync_quietly", lambda paths: flushed.extend(paths) or
+                        fsync_quietly(paths))  # fmt: skip
+    monkeypatch.setattr(spans, "_commit", lambda *a: committed.append(len(flushed)) or commit(*a))
+    t = table(ROWS, seed=8).append_column("weight", pa.array(np.ones(ROWS)))
+    reg = tmp_path / "reg"
+    ok("ingest", write("parquet", t, tmp_path / "day"), "--registry", reg, "--label", "label",
+       "--sample-weight", "weight", "--chunk-samples", "100")  # fmt: skip
+    (span,) = Registry(str(reg)).spans()
+
+    def in_group(path: str) -> tuple:  # spans/<id or temporary name>/X/c/0/0 -> spans, X/c/0/0
+        kind, _, *rest = os.path.relpath(path, reg).split(os.sep)
+        return kind, os.path.join(*rest)
+
+    chunk_files = {
+        in_group(os.path.join(root, name))
+        for url in (span.train_url, span.holdout_url)
+        for root, _, names in os.walk(url)
+        for name in names
+        if f"{os.sep}c{os.sep}" in os.path.join(root, name)
+    }
+    assert len(chunk_files) == 3 * (-(-span.train_rows // 100) + -(-span.holdout_rows // 100))
+    assert {in_group(p) for p in flushed} == chunk_files
+    assert committed == [len(flushed)]  # all of them before the commit
+
+
 def test_the_same_content_under_another_name_changes_nothing(tmp_path):
     t = table(ROWS, seed=2)
     reg = tmp_path / "reg"
