@@ -337,18 +337,28 @@ class _Run:
         # the champion's metrics on this very holdout, from the run that evaluated it as its
         # candidate, when nothing they depend on has changed: the same bits as evaluating again
         earlier = self._earlier_pinned(champion_v, record["holdout"], classes) if champion else None
+        models_on = {}  # per holdout, the models evaluated on it here
         for name, source in holdouts.items():
             done = earlier is not None and name == "pinned"
-            who_here = [w for w in thetas if not (done and w == "champion")]
-            results = [None] * len(who_here)
+            models_on[name] = [w for w in thetas if not (done and w == "champion")]
             if source is not None:
                 model._check_features(source)
-                # both models in the same passes: one read of the holdout, plus the AUC's
-                # refinement pass if a model needs one
-                results = scoring.evaluate_many(
-                    source, [thetas[w] for w in who_here], classes, curve_bins=CURVE_BINS
-                )
-            for who, result in zip(who_here, results, strict=True):
+        # both models and both holdouts in the same passes: one read of each holdout, plus
+        # the AUC's refinement pass if a model needs one
+        evaluated = iter(
+            scoring.evaluate_sources(
+                [
+                    (source, [thetas[w] for w in models_on[name]])
+                    for name, source in holdouts.items()
+                    if source is not None
+                ],
+                classes,
+                curve_bins=CURVE_BINS,
+            )
+        )
+        for name, source in holdouts.items():
+            results = next(evaluated) if source is not None else [None] * len(models_on[name])
+            for who, result in zip(models_on[name], results, strict=True):
                 counts = result.pop("score_counts", None) if result else None
                 metrics[who][name] = result
                 if counts is not None:

@@ -345,61 +345,106 @@ def evaluate_many(
     counted in the first pass. A chunk that cannot be streamed in the memory there is is
     refused before the first pass (:func:`dlr.engine.check_fits`).
     """
-    if source.y is None:
-        raise DataError(f"{source.origin} has no labels; evaluation needs y")
-    thetas = list(thetas)
-    if not thetas:
-        return []
-    check_fits(source, "evaluate")
-    token = uuid.uuid4().hex[:10]
-    k = len(classes)
-    problems = 1 if k == 2 else k
-    partitions = [auc.Partition.initial()] * (problems * len(thetas))
-    results, passes, done = [None] * len(partitions), [0] * len(thetas), 0
-    sums = None
-    while True:
-        done += 1
-        for j in range(len(thetas)):
-            if any(part is not None for part in partitions[j * problems : (j + 1) * problems]):
-                passes[j] = done
-        dsk = dict(source.graph)
+    return evaluate_sources([(source, thetas)], classes, curve_bins=curve_bins)[0]
+
+
+def evaluate_sources(jobs, classes: np.ndarray, *, curve_bins: int = 0) -> list[list[dict]]:
+    """:func:`evaluate_many` of each (source, thetas) of ``jobs``, their passes in the same
+    graphs: the chunks of every source are computed side by side (a small source's beside a
+    large one's instead of after it), each source's results bit for bit those of
+    :func:`evaluate_many` alone. A pass serves the sources that still need one."""
+    evaluations = [
+        _Evaluation(source, list(thetas), classes, curve_bins) for source, thetas in jobs
+    ]
+    while pending := [e for e in evaluations if not e.finished]:
+        dsk, wanted = {}, []
+        for e in pending:
+            wanted.append(e.add_pass(dsk))
+        values = iter(run_graph(dsk, [key for keys in wanted for key in keys]))
+        for e, keys in zip(pending, wanted, strict=True):
+            e.take([next(values) for _ in keys])
+    return [e.metrics() for e in evaluations]
+
+
+class _Evaluation:
+    """The passes of one source's evaluation of its models: their AUC partitions (None once
+    done), results and passes, and the first pass's sums."""
+
+    def __init__(self, source: Source, thetas: list, classes: np.ndarray, curve_bins: int):
+        if source.y is None:
+            raise DataError(f"{source.origin} has no labels; evaluation needs y")
+        if thetas:
+            check_fits(source, "evaluate")
+        self.source, self.thetas, self.classes = source, thetas, classes
+        self.curve_bins = curve_bins
+        self.token = uuid.uuid4().hex[:10]
+        k = len(classes)
+        self.problems = 1 if k == 2 else k
+        self.partitions = [auc.Partition.initial()] * (self.problems * len(thetas))
+        self.results = [None] * len(self.partitions)
+        self.passes, self.done = [0] * len(thetas), 0
+        self.sums = None
+
+    @property
+    def finished(self) -> bool:
+        return all(part is None for part in self.partitions) and (
+            self.sums is not None or not self.thetas
+        )
+
+    def add_pass(self, dsk: dict) -> list:
+        """Add the next pass's tasks to ``dsk``; returns the keys whose values :meth:`take`
+        wants."""
+        source, token, problems = self.source, self.token, self.problems
+        self.done += 1
+        done = self.done
+        for j in range(len(self.thetas)):
+            if any(part is not None for part in self.partitions[j * problems : (j + 1) * problems]):
+                self.passes[j] = done
+        dsk.update(source.graph)
         part_key = (f"dlr-auc-partitions-{token}", done)
-        dsk[part_key] = partitions  # one object in the graph, not a copy in every task
+        dsk[part_key] = self.partitions  # one object in the graph, not a copy in every task
         keys = [(f"dlr-eval-{token}-{done}", i) for i in range(source.n_chunks)]
+        first = self.sums is None
         for i, key in enumerate(keys):
             x, y, _ = source.exprs(i)
-            dsk[key] = (_eval_task if sums is None else _auc_task, x, y, thetas, classes)
+            dsk[key] = (_eval_task if first else _auc_task, x, y, self.thetas, self.classes)
             dsk[key] += (source.samples_first, source.context(i), part_key)
-            if sums is None:
-                dsk[key] += (curve_bins,)
-        if sums is None:
-            sums_keys = [(f"dlr-eval-sums-{token}", j) for j in range(len(thetas))]
-            for j, sums_key in enumerate(sums_keys):
-                dsk[sums_key] = (sum_in_order, [(_model_sums, key, j) for key in keys])
-            leaves = [(f"dlr-eval-hist-{token}-{done}", i) for i in range(source.n_chunks)]
-            for leaf, key in zip(leaves, keys, strict=True):
-                dsk[leaf] = (_item, key, 1)
-            root = _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{done}")
-            *sums, histograms = run_graph(dsk, [*sums_keys, root])
+            if first:
+                dsk[key] += (self.curve_bins,)
+        if not first:
+            return [_merge_tree(dsk, keys, f"dlr-auc-{token}-{done}")]
+        sums_keys = [(f"dlr-eval-sums-{token}", j) for j in range(len(self.thetas))]
+        for j, sums_key in enumerate(sums_keys):
+            dsk[sums_key] = (sum_in_order, [(_model_sums, key, j) for key in keys])
+        leaves = [(f"dlr-eval-hist-{token}-{done}", i) for i in range(source.n_chunks)]
+        for leaf, key in zip(leaves, keys, strict=True):
+            dsk[leaf] = (_item, key, 1)
+        return [*sums_keys, _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{done}")]
+
+    def take(self, values: list) -> None:
+        """The values of the keys :meth:`add_pass` returned: refine what needs it."""
+        if self.sums is None:
+            *self.sums, histograms = values
         else:
-            (histograms,) = run_graph(dsk, [_merge_tree(dsk, keys, f"dlr-auc-{token}-{done}")])
+            (histograms,) = values
         for c, histogram in enumerate(histograms):
             if histogram is not None:
-                results[c] = auc.auc_and_bound(histogram)
-                refine = results[c][1] > auc.TARGET and done < auc.MAX_PASSES
-                partitions[c] = auc.refine(histogram) if refine else None
-        if all(part is None for part in partitions):
-            break
-    return [
-        _metrics(
-            source.n_samples,
-            sums[j],
-            results[j * problems : (j + 1) * problems],
-            passes[j],
-            classes,
-        )
-        for j in range(len(thetas))
-    ]
+                self.results[c] = auc.auc_and_bound(histogram)
+                refine = self.results[c][1] > auc.TARGET and self.done < auc.MAX_PASSES
+                self.partitions[c] = auc.refine(histogram) if refine else None
+
+    def metrics(self) -> list[dict]:
+        problems = self.problems
+        return [
+            _metrics(
+                self.source.n_samples,
+                self.sums[j],
+                self.results[j * problems : (j + 1) * problems],
+                self.passes[j],
+                self.classes,
+            )
+            for j in range(len(self.thetas))
+        ]
 
 
 def _metrics(m: int, sums: dict, results: list, passes: int, classes: np.ndarray) -> dict:

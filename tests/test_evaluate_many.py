@@ -1,6 +1,7 @@
-"""Several models evaluated in the same passes (dlr.scoring.evaluate_many): each model's metrics
-are evaluate's for it alone, bit for bit, whatever the chunking; each chunk is read once per
-pass for all of them; the score counts of the report's ROC curves come from the first pass.
+"""Several models evaluated in the same passes (dlr.scoring.evaluate_many), and several sources
+(dlr.scoring.evaluate_sources): each model's metrics are evaluate's for it alone, bit for bit,
+whatever the chunking; each chunk is read once per pass for all of them; the score counts of
+the report's ROC curves come from the first pass.
 
 Up to a million samples (dlr.auc.BINS) the AUC is exact in the first pass; the ``few_bins``
 fixture makes these small problems need a refinement pass, as ones past that size do."""
@@ -89,6 +90,29 @@ def test_with_refinement_too(tmp_path, n_classes, chunk, few_bins):
     # the tied model is exact in one pass, the others needed a refinement: passes are per model
     assert [m["roc_auc_passes"] for m in together] == [2, 2, 1]
     assert together[2]["roc_auc_error_bound"] == 0.0
+
+
+@pytest.mark.parametrize("refined", [False, True])
+def test_several_sources_in_the_same_passes_are_each_alone_bit_for_bit(
+    tmp_path, monkeypatch, refined
+):
+    if refined:  # the large source needs a refinement pass, the small one does not
+        monkeypatch.setattr(auc, "BINS", 512)
+        monkeypatch.setattr(auc, "TARGET", 1e-3)
+    X, y, thetas = problem(2)
+    large = from_dataset(open_dataset(write(tmp_path / "large.zarr", X, y, 700)))
+    small = from_dataset(open_dataset(write(tmp_path / "small.zarr", X[:400], y[:400], 128)))
+    classes = np.arange(2)
+    jobs = [(large, thetas), (small, thetas[:2]), (small, [])]
+    together = scoring.evaluate_sources(jobs, classes, curve_bins=20)
+    alone = [scoring.evaluate_many(s, t, classes, curve_bins=20) for s, t in jobs]
+    assert [[m.pop("score_counts").tolist() for m in ms] for ms in together] == [
+        [m.pop("score_counts").tolist() for m in ms] for ms in alone
+    ]
+    assert together == alone  # floats compared exactly
+    assert [[m["roc_auc_passes"] for m in ms] for ms in together] == (
+        [[2, 2, 1], [1, 1], []] if refined else [[1, 1, 1], [1, 1], []]
+    )
 
 
 def test_each_chunk_is_read_once_for_all_models(tmp_path, reads):
