@@ -35,8 +35,12 @@ def jsonable(value):
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if all(type(v) is int for v in value):  # counts, curves: nothing to change
+            return list(value)
         return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iub" or (value.dtype.kind == "f" and np.isfinite(value).all()):
+            return value.tolist()  # plain ints, bools and finite floats
         return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()

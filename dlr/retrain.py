@@ -229,10 +229,16 @@ class _Run:
     def _timed(self, stage: str, started: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0) + time.perf_counter() - started, 4)
 
-    def save(self, record: dict) -> dict:
-        record = jsonable(record)
+    def save(self, record: dict, encoded: bytes | None = None) -> dict:
+        """Write ``record`` as run.json (``encoded``: the record, already jsonable, already
+        encoded as the registry encodes it); returns it jsonable."""
+        if encoded is None:
+            record = jsonable(record)
         pause_point("run-record")  # crash and full-disk tests: before each write of run.json
-        self.registry.save_run_record(self.run_key, record)
+        if encoded is None:
+            self.registry.save_run_record(self.run_key, record)
+        else:
+            self.registry.save_run_file(self.run_key, "run.json", encoded)
         return record
 
     def run(self, earlier: dict | None) -> dict:
@@ -443,9 +449,12 @@ class _Run:
             "timings": {**record.get("timings", {}), **self.timings},
         }
         pause_point("report")  # full-disk tests: before the report is written
-        for name, data in report_files(record).items():
+        record = jsonable(record)
+        files = report_files(record)
+        for name, data in files.items():
             reg.save_run_file(self.run_key, name, data)
-        return self.save(record)
+        # report.json is the finished run record, encoded as run.json is: the same bytes
+        return self.save(record, encoded=files["report.json"])
 
     def _trained_model(self, record: dict) -> LogisticRegression:
         """The candidate of a run that crashed after stage 2, rebuilt from its checkpoint (the

@@ -188,6 +188,7 @@ def test_first_run_promotes_and_a_rerun_of_its_key_only_reports(days):
     assert len(reg.versions()) == 1
     run = Path(reg.run_url("day-1"))
     assert json.loads((run / "report.json").read_text())["decision"] == "promoted"
+    assert (run / "report.json").read_bytes() == (run / "run.json").read_bytes()  # the record
     assert "<svg" in (run / "report.html").read_text()
 
 
