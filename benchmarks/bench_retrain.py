@@ -185,16 +185,16 @@ def measure_pass(reg: Registry, holdout: str, args) -> tuple[dict, Load]:
 
 
 def measure_evaluation(reg: Registry, holdout: str, thetas: list, repeats: int) -> tuple:
-    """Seconds (medians) to evaluate the models ``thetas`` on both holdouts: together (as a
-    run does) and one model at a time (as runs did before evaluate_many, less their separate
-    pass for the curves)."""
+    """Seconds (medians) to evaluate the models ``thetas`` on both holdouts: together, both
+    holdouts in the same graphs (as a run does, ``scoring.evaluate_sources``) and one model at
+    a time (as runs did before evaluate_many, less their separate pass for the curves)."""
     new = reg.spans()[-1]
     holdouts = [from_dataset(open_dataset(holdout)), holdout_source(reg, [new])]
     classes = np.array([0, 1])
 
     def together():
-        for source in holdouts:
-            scoring.evaluate_many(source, thetas, classes, curve_bins=CURVE_BINS)
+        jobs = [(source, thetas) for source in holdouts]
+        scoring.evaluate_sources(jobs, classes, curve_bins=CURVE_BINS)
 
     def alone():
         for source in holdouts:
