@@ -155,7 +155,7 @@ def save_model(
             _key(n): {"file": f, "sha256": serial.sha256(blobs[f])} for n, f in files.items()
         },
     }
-    blobs["model.json"] = (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
+    blobs["model.json"] = serial.json_bytes(doc)
     if is_local(path):
         try:
             with staged(path, overwrite=overwrite) as tmp:

@@ -41,6 +41,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from dlr import serial
 from dlr.atomic import fsync_dir, fsync_tree, remove
 from dlr.errors import DlrError, ModelError
 from dlr.pause import pause_point
@@ -97,10 +98,6 @@ def whoami(command: str) -> str:
     return f"{command} ({user}@{socket.gethostname()})"
 
 
-def _dumps(doc) -> bytes:
-    return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
-
-
 class Registry:
     """An existing registry at ``url`` (see the module docstring for its layout)."""
 
@@ -116,7 +113,7 @@ class Registry:
         store = Store(str(url), storage_options)
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema": None, "holdout": None}
         try:
-            store.create("registry.json", _dumps(doc))
+            store.create("registry.json", serial.json_bytes(doc))
         except Conflict:
             pass  # it exists (perhaps just created by a concurrent ingest)
         except OSError as e:
@@ -241,9 +238,9 @@ class Registry:
             pause_point(f"{stage}-commit")  # tests: between the read and the conditional write
             try:
                 if raw is None:
-                    self.store.create(key, _dumps(new))
+                    self.store.create(key, serial.json_bytes(new))
                 else:
-                    self.store.swap(key, _dumps(new), tag)
+                    self.store.swap(key, serial.json_bytes(new), tag)
             except Conflict:
                 continue  # another writer committed meanwhile: apply the change to its document
             pause_point(f"{stage}-history")  # tests: committed, the event's file not yet written
@@ -261,7 +258,7 @@ class Registry:
         key = f"history/{event['id']}.json"
         if not self.store.exists(key):
             try:
-                self.store.create(key, _dumps(event))
+                self.store.create(key, serial.json_bytes(event))
             except Conflict:
                 pass  # written meanwhile by another process
 
@@ -446,7 +443,7 @@ class Registry:
             try:
                 model.save(tmp, overwrite=False)
                 with open(os.path.join(tmp, "lineage.json"), "wb") as f:
-                    f.write(_dumps(doc))
+                    f.write(serial.json_bytes(doc))
                 fsync_tree(tmp)
                 try:
                     os.rename(tmp, target)
@@ -459,7 +456,7 @@ class Registry:
             finally:
                 remove(tmp)
         try:
-            self.store.create(f"{key}/lineage.json", _dumps(doc))
+            self.store.create(f"{key}/lineage.json", serial.json_bytes(doc))
         except Conflict:
             return False
         try:
@@ -574,9 +571,9 @@ class Registry:
         pause_point("alias-write")  # crash tests: before the move
         try:
             if current_doc is None:
-                self.store.create(key, _dumps(doc))
+                self.store.create(key, serial.json_bytes(doc))
             else:  # a removed alias keeps its pointer, with version null (a tombstone)
-                self.store.swap(key, _dumps(doc), tag)
+                self.store.swap(key, serial.json_bytes(doc), tag)
         except Conflict:
             raise RegistryConflict(
                 f"alias '{name}' of '{self.url}' moved meanwhile; not moved"
@@ -590,7 +587,7 @@ class Registry:
         Only for events of no change to the registry: a change's event is carried by its
         commit (:meth:`_commit`), or it could be recorded for a change that never happened."""
         event = self._stamp(event)
-        self.store.create(f"history/{event['id']}.json", _dumps(event))
+        self.store.create(f"history/{event['id']}.json", serial.json_bytes(event))
         return event
 
     def history(self) -> list[dict]:
@@ -614,9 +611,6 @@ class Registry:
     def run_record(self, run_key: str) -> dict | None:
         """run.json of ``run_key``, or None if the run never finished."""
         return self._read_json(f"runs/{_check_run_key(run_key)}/run.json")
-
-    def save_run_record(self, run_key: str, record: dict) -> None:
-        self.save_run_file(run_key, "run.json", _dumps(record))
 
     def save_run_file(self, run_key: str, name: str, data: bytes) -> None:
         """Write ``runs/<run_key>/<name>`` whole (a full disk: :class:`dlr.regstore.StorageFull`,

@@ -18,11 +18,11 @@ record it renders is built by :mod:`dlr.retrain`::
 """
 
 import html
-import json
 import math
 
 import numpy as np
 
+from dlr import serial
 from dlr.curves import BINS, roc_points
 from dlr.svg import bar_panel, figure, line_panel
 
@@ -53,7 +53,7 @@ def report_files(record: dict) -> dict[str, bytes]:
     """{"report.json": ..., "report.html": ...}: the report of ``record``, encoded."""
     doc = jsonable(record)
     return {
-        "report.json": (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode(),
+        "report.json": serial.json_bytes(doc),  # as run.json: the finished record's bytes
         "report.html": render_html(doc).encode("utf-8"),
     }
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import fsspec
 import numpy as np
 
-from dlr import __version__, scoring
+from dlr import __version__, scoring, serial
 from dlr.curves import BINS as CURVE_BINS
 from dlr.dataset import Dataset, open_dataset
 from dlr.errors import DlrError
@@ -230,15 +230,13 @@ class _Run:
         self.timings[stage] = round(self.timings.get(stage, 0) + time.perf_counter() - started, 4)
 
     def save(self, record: dict, encoded: bytes | None = None) -> dict:
-        """Write ``record`` as run.json (``encoded``: the record, already jsonable, already
-        encoded as the registry encodes it); returns it jsonable."""
+        """Write ``record`` as run.json and return it jsonable; ``encoded``: its bytes, if made
+        already (then ``record`` is jsonable already)."""
         if encoded is None:
             record = jsonable(record)
+            encoded = serial.json_bytes(record)
         pause_point("run-record")  # crash and full-disk tests: before each write of run.json
-        if encoded is None:
-            self.registry.save_run_record(self.run_key, record)
-        else:
-            self.registry.save_run_file(self.run_key, "run.json", encoded)
+        self.registry.save_run_file(self.run_key, "run.json", encoded)
         return record
 
     def run(self, earlier: dict | None) -> dict:
@@ -453,8 +451,7 @@ class _Run:
         files = report_files(record)
         for name, data in files.items():
             reg.save_run_file(self.run_key, name, data)
-        # report.json is the finished run record, encoded as run.json is: the same bytes
-        return self.save(record, encoded=files["report.json"])
+        return self.save(record, encoded=files["report.json"])  # the same bytes
 
     def _trained_model(self, record: dict) -> LogisticRegression:
         """The candidate of a run that crashed after stage 2, rebuilt from its checkpoint (the

@@ -12,6 +12,7 @@ Loading never runs code from the file: only the named tuples the caller lists ar
 
 import hashlib
 import io
+import json
 import math
 from collections.abc import Mapping
 
@@ -28,6 +29,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def read_npy(data: bytes) -> np.ndarray:
     """The array of ``.npy`` bytes; raises ValueError for object arrays or damaged bytes."""
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def json_bytes(doc) -> bytes:
+    """``doc`` (plain data, finite floats) as strict JSON, indented, with a final newline: how
+    dlr writes every JSON document people read (models, registry files, run records, reports).
+    """
+    return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
 
 
 def sha256(data: bytes) -> str:

@@ -519,11 +519,12 @@ class _GroupWriter:
             self.w[start:stop] = w
         if self.flusher is not None:
             self.flusher.flush(
-                os.path.join(self.directory, name, a.metadata.encode_chunk_key(coords))
+                os.path.join(
+                    self.directory, name, a.metadata.encode_chunk_key((i,) + (0,) * (a.ndim - 1))
+                )
                 for name, a in (("X", self.x), ("y", self.y), ("w", self.w))
                 if a is not None
                 for i in range(start // self.c, -(-stop // self.c))
-                for coords in [(i, 0) if a.ndim == 2 else (i,)]
             )
 
     def _wait(self) -> None:
