@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 
 from dlr.errors import DataError
-from dlr.memory import per_thread, small_page_empty
+from dlr.memory import per_thread_array, small_page_empty
 
 #: Attributes saying that a raw value is missing.
 FILL_ATTRIBUTES = ("_FillValue", "missing_value")
@@ -117,8 +117,7 @@ def unpack(
     if not packing.scales:
         return raw
     if reuse:
-        key = (raw.shape, packing.dtype.str)
-        out = per_thread(f"unpacked {arr.path}", key, lambda: np.empty(*key))
+        out = per_thread_array(f"unpacked {arr.path}", raw.shape, packing.dtype)
     else:
         out = small_page_empty(raw.shape, packing.dtype)
     out[...] = raw

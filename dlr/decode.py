@@ -26,7 +26,7 @@ from zarr.storage import LocalStore
 
 from dlr.cf import Packing, unpack
 from dlr.errors import DataError
-from dlr.memory import per_thread, small_page_empty
+from dlr.memory import per_thread_array, small_page_empty
 
 #: Compressors the direct decoder claims, by the name zarr v3 (codec class) or v2 (codec id)
 #: gives them.
@@ -237,7 +237,7 @@ def _read_direct(arr, decoder: DirectDecoder, samples_first, start, stop, reuse)
 
 def _new(shape, dtype, name: str, reuse: bool) -> np.ndarray:
     if reuse:
-        return per_thread(name, (shape, dtype.str), lambda: np.empty(shape, dtype))
+        return per_thread_array(name, shape, dtype)
     return small_page_empty(shape, dtype)
 
 
@@ -411,10 +411,7 @@ def _stored_bytes(store, key: str) -> np.ndarray | None:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                held = per_thread("stored bytes", None, lambda: [np.empty(0, dtype=np.uint8)])
-                if held[0].size < size:  # grown, with headroom, never shrunk
-                    held[0] = np.empty(size + size // 8 + 64, dtype=np.uint8)
-                raw = held[0][:size]
+                raw = per_thread_array("stored bytes", (size,), np.uint8)
                 if f.readinto(memoryview(raw)) != size:
                     raise ValueError(f"short read of '{path}'")
                 return raw

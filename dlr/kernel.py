@@ -32,7 +32,7 @@ import numpy as np
 from dlr.chunks import ChunkContext
 from dlr.errors import DataError
 from dlr.linalg import aligned, dot, matmul, single_threaded_blas
-from dlr.memory import per_thread
+from dlr.memory import per_thread, per_thread_array
 from dlr.numerics import (
     sigmoid_curvature,
     softmax_and_log_sum_exp,
@@ -62,7 +62,7 @@ def _blocks(x: np.ndarray, n: int, samples_first: bool):
     m_c = x.shape[0] if samples_first else x.shape[1]
     rows = min(block_samples(n), m_c)
     shape = (rows, n) if samples_first else (n, rows)
-    buf = per_thread("kernel block", shape, lambda: aligned(shape))
+    buf = per_thread_array("kernel block", shape)
     for s in range(0, m_c, rows):
         e = min(s + rows, m_c)
         if samples_first:
@@ -79,8 +79,11 @@ def _workspace(rows: int, theta: np.ndarray, hessian: bool) -> "_Workspace":
     """This thread's workspace for blocks of ``rows`` samples and parameters shaped like
     ``theta`` (kept from chunk to chunk, see :func:`dlr.memory.per_thread`), loaded with
     ``theta``."""
-    key = (rows, theta.shape, hessian)
-    return per_thread("kernel workspace", key, lambda: _Workspace(*key)).load(theta)
+    key = (theta.shape, hessian)
+    workspace = per_thread(
+        "kernel workspace", key, lambda: _Workspace(rows, *key), lambda ws: ws.rows >= rows
+    )
+    return workspace.load(theta)
 
 
 class BinaryBlock(NamedTuple):
@@ -140,6 +143,7 @@ class _Workspace:
     def __init__(self, rows: int, shape: tuple[int, int], hessian: bool):
         k, n1 = shape
         n = n1 - 1
+        self.rows = rows
         self.wT = aligned((n, k))
         self.b = np.empty(k)
         self.Z = aligned((rows, k))

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.linalg import lapack
 from threadpoolctl import ThreadpoolController
 
-ALIGN = 64
+from dlr.memory import ALIGN
 
 
 def aligned(shape, order: str = "C") -> np.ndarray:

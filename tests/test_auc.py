@@ -84,6 +84,20 @@ def test_up_to_bins_samples_the_first_pass_is_exact(name):
     assert abs(value - roc_auc_score(positive, scores)) <= 1e-15
 
 
+@pytest.mark.parametrize("name", ["continuous", "ties", "constant"])
+def test_the_exact_auc_is_the_same_whatever_number_of_positives_is_searched_at_once(
+    name, monkeypatch
+):
+    scores, positive = case(name, m=20_000)
+    values = set()
+    for block in (1, 7, 4096, 1 << 30):
+        monkeypatch.setattr(auc, "SEARCH_BLOCK", block)
+        value, bound, _ = chunked_auc(scores, positive)
+        values.add(value)
+    assert len(values) == 1 and bound == 0.0
+    assert abs(values.pop() - roc_auc_score(positive, scores)) <= 1e-15
+
+
 @pytest.mark.parametrize("n_chunks", [7, 101])  # chunks above the limit, and below it
 @pytest.mark.parametrize("name", CASES)
 def test_past_bins_samples_within_the_stated_bound_of_scikit_learn(name, n_chunks, few_bins):

@@ -278,6 +278,19 @@ def test_streamed_reads_reuse_one_buffer_per_thread_and_cached_reads_do_not(data
     np.testing.assert_array_equal(kept, ds.x[0:50])
 
 
+def test_streamed_reads_of_a_shorter_chunk_or_of_another_dataset_write_into_the_same_buffer(
+    dataset,
+):
+    big = open_dataset(dataset(230, 4, 100))  # chunks of 100, 100 and 30 samples
+    small = open_dataset(dataset(90, 3, 40, dtype="float32", seed=1))
+    first = read_block(big.x, True, 0, 100, "big", 0, True, big.decoders[0])
+    assert first.ctypes.data % 64 == 0
+    for ds, start, stop in [(big, 200, 230), (small, 0, 40), (small, 80, 90)]:
+        block = read_block(ds.x, True, start, stop, "d", start // 40, True, ds.decoders[0])
+        assert np.shares_memory(block, first)  # no fresh pages for any of them
+        np.testing.assert_array_equal(block, ds.x[start:stop])
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize(
     "x_dims, y_dims, samples_first",
