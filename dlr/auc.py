@@ -19,7 +19,10 @@ the first partition, is kept as its samples' keys, sorted, the positives' apart 
 negatives' (:class:`SortedKeys`); such parts merge by sorting while their total stays within
 BINS, and give the exact AUC — each positive counts the negatives below its key and half those
 equal to it, in integers, as scikit-learn's roc_auc_score counts them —, with a bound of 0. A
-merge that would pass BINS turns its parts into histograms over the first partition.
+merge that would pass BINS turns its parts into histograms over the first partition. The
+positives need no merge: the negatives of every part are merged (:func:`merged_negatives`),
+then groups of parts count their positives' wins against them side by side
+(:func:`exact_count`), and the counts add up to the AUC (:func:`exact_auc_of`).
 
 The first partition is fine (the top :data:`FIRST_BITS` bits of the key: bins of relative width
 about 1e-11), so when the samples are more than BINS nearly every bin still holds one distinct
@@ -263,15 +266,49 @@ def auc_and_bound(histogram) -> tuple[float, float]:
     return auc, bound
 
 
+def merged_negatives(*parts: SortedKeys) -> np.ndarray:
+    """The negatives' keys of :class:`SortedKeys` parts, merged: sorted (q,) uint64."""
+    # sorted runs: "stable" is a merge of them (timsort)
+    return np.sort(np.concatenate([p.neg for p in parts]), kind="stable")
+
+
+def exact_count(neg: np.ndarray, *parts: SortedKeys) -> tuple[int, int]:
+    """(twice the pairs a positive wins, positives) of the positives of ``parts`` against the
+    negatives ``neg`` (sorted, of every part): the terms of the exact AUC, summed in integers,
+    so any split of the parts adds up to the same AUC (:func:`exact_auc_of`)."""
+    twice, positives = 0, 0
+    for p in parts:
+        twice += _twice_wins(p.pos, neg)
+        positives += p.pos.size
+    return twice, positives
+
+
+def exact_auc_of(counts, n_neg: int) -> tuple[float, float]:
+    """The exact AUC (bound 0) from :func:`exact_count` of groups of the parts and the number
+    of negatives; NaN for one class only."""
+    twice, positives = (sum(c[i] for c in counts) for i in (0, 1))
+    if positives == 0 or n_neg == 0:
+        return float("nan"), 0.0
+    return twice / (2 * positives * n_neg), 0.0
+
+
 def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
     """The AUC of sorted positive and negative keys: per positive, the negatives below it plus
-    half those tied with it, summed in integers (twice the count, so every term is whole).
+    half those tied with it, summed in integers (twice the count, so every term is whole)."""
+    if pos.size == 0 or neg.size == 0:
+        return float("nan"), 0.0
+    return _twice_wins(pos, neg) / (2 * pos.size * neg.size), 0.0
+
+
+def _twice_wins(pos: np.ndarray, neg: np.ndarray) -> int:
+    """Σ over the positives ``pos`` (sorted keys) of 2 × the negatives below + those tied,
+    among the sorted keys ``neg``.
 
     The positives are searched :data:`SEARCH_BLOCK` at a time: the searches' small arrays are
     reused from the heap and stay in the cache, where arrays of every positive at once would be
     memory new to the process at each call (page faults cost more than the searches)."""
-    if pos.size == 0 or neg.size == 0:
-        return float("nan"), 0.0
+    if neg.size == 0:
+        return 0
     twice, last = 0, neg.size - 1
     for start in range(0, pos.size, SEARCH_BLOCK):
         p = pos[start : start + SEARCH_BLOCK]
@@ -281,7 +318,7 @@ def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
         # distinct scores: then one search is enough)
         if (neg[np.minimum(below, last)] == p).any():
             twice += int((np.searchsorted(neg, p, side="right") - below).sum())
-    return twice / (2 * pos.size * neg.size), 0.0
+    return twice
 
 
 def refine(histogram) -> Partition:

@@ -18,7 +18,7 @@ from zarr.codecs import Crc32cCodec
 from dlr import auc, curves
 from dlr.atomic import is_local, staged_url
 from dlr.dataset import ALL_CHUNKS_STORED
-from dlr.engine import check_fits, run_graph, sum_in_order
+from dlr.engine import check_fits, current_get, rooms_of, run_graph, streaming_left, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
 from dlr.numerics import cross_entropy, sigmoid, softmax, softplus_sum_and_sigmoid
@@ -294,6 +294,31 @@ def _model_sums(value, j):
     return value[0][j]
 
 
+def _merged_negatives(*per_chunk: list) -> list:
+    """Per (model, problem): the negatives of every chunk's :class:`dlr.auc.SortedKeys`,
+    merged (None where the chunks have none)."""
+    return [
+        None if column[0] is None else auc.merged_negatives(*column)
+        for column in zip(*per_chunk, strict=True)
+    ]
+
+
+def _exact_counts(negatives: list, *per_chunk: list) -> list:
+    """Per (model, problem): :func:`dlr.auc.exact_count` of these chunks' positives."""
+    return [
+        None if neg is None else auc.exact_count(neg, *column)
+        for neg, column in zip(negatives, zip(*per_chunk, strict=True), strict=True)
+    ]
+
+
+def _exact_aucs(negatives: list, *per_group: list) -> list:
+    """Per (model, problem): (AUC, bound 0) from the groups' counts (None where none)."""
+    return [
+        None if neg is None else auc.exact_auc_of(counts, neg.size)
+        for neg, counts in zip(negatives, zip(*per_group, strict=True), strict=True)
+    ]
+
+
 def _merge_histograms(*per_chunk: list) -> list:
     return [
         None if column[0] is None else auc.merge(*column) for column in zip(*per_chunk, strict=True)
@@ -302,6 +327,8 @@ def _merge_histograms(*per_chunk: list) -> list:
 
 #: Histograms merged per task in the tree that combines the chunks' (see :mod:`dlr.auc`).
 MERGE_FAN_IN = 8
+#: Chunks whose positives one task counts against the merged negatives, for an exact AUC.
+COUNT_FAN_IN = 4
 
 
 def _merge_tree(dsk: dict, keys: list, name: str):
@@ -323,7 +350,9 @@ def evaluate(source: Source, theta: np.ndarray, classes: np.ndarray) -> dict:
     One pass over the data, plus one per refinement of the AUC's histograms (none up to about
     a million samples, usually one past that):
     per-chunk sums are reduced in chunk order, per-chunk histograms merged in a tree, so the
-    client's memory does not depend on the number of samples. ``roc_auc`` (one vs rest,
+    client's memory does not depend on the number of samples (up to :data:`dlr.auc.BINS`
+    samples, the chunks' sorted keys: their negatives merged, their positives counted against
+    them by groups of :data:`COUNT_FAN_IN` chunks side by side). ``roc_auc`` (one vs rest,
     macro-averaged, for more than two classes) is within ``roc_auc_error_bound`` of the exact
     value (at most :data:`dlr.auc.TARGET` = 1e-6 unless :data:`dlr.auc.MAX_PASSES` were not
     enough; see :mod:`dlr.auc`), and ``roc_auc_passes`` says how many passes it took.
@@ -353,8 +382,11 @@ def evaluate_sources(jobs, classes: np.ndarray, *, curve_bins: int = 0) -> list[
     graphs: the chunks of every source are computed side by side (a small source's beside a
     large one's instead of after it), each source's results bit for bit those of
     :func:`evaluate_many` alone. A pass serves the sources that still need one."""
+    # the memory there is, read once for every source (each is checked as check_fits does)
+    streamed = any(thetas and not source.in_memory for source, thetas in jobs)
+    rooms = rooms_of(current_get()) if streamed else None
     evaluations = [
-        _Evaluation(source, list(thetas), classes, curve_bins) for source, thetas in jobs
+        _Evaluation(source, list(thetas), classes, curve_bins, rooms) for source, thetas in jobs
     ]
     while pending := [e for e in evaluations if not e.finished]:
         dsk, wanted = {}, []
@@ -370,11 +402,11 @@ class _Evaluation:
     """The passes of one source's evaluation of its models: their AUC partitions (None once
     done), results and passes, and the first pass's sums."""
 
-    def __init__(self, source: Source, thetas: list, classes: np.ndarray, curve_bins: int):
+    def __init__(self, source: Source, thetas: list, classes: np.ndarray, curve_bins: int, rooms):
         if source.y is None:
             raise DataError(f"{source.origin} has no labels; evaluation needs y")
-        if thetas:
-            check_fits(source, "evaluate")
+        if thetas and not source.in_memory:
+            streaming_left(source, rooms, "evaluate")
         self.source, self.thetas, self.classes = source, thetas, classes
         self.curve_bins = curve_bins
         self.token = uuid.uuid4().hex[:10]
@@ -419,12 +451,33 @@ class _Evaluation:
         leaves = [(f"dlr-eval-hist-{token}-{done}", i) for i in range(source.n_chunks)]
         for leaf, key in zip(leaves, keys, strict=True):
             dsk[leaf] = (_item, key, 1)
-        return [*sums_keys, _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{done}")]
+        if not self.exact:
+            return [*sums_keys, _merge_tree(dsk, leaves, f"dlr-eval-merge-{token}-{done}")]
+        # every chunk's keys are kept (SortedKeys): the negatives merged, then the positives
+        # counted against them by groups of chunks side by side, instead of merging it all
+        negatives = (f"dlr-eval-neg-{token}", 0)
+        dsk[negatives] = (_merged_negatives, *leaves)
+        groups = []
+        for g in range(0, len(leaves), COUNT_FAN_IN):
+            groups.append((f"dlr-eval-count-{token}", g // COUNT_FAN_IN))
+            dsk[groups[-1]] = (_exact_counts, negatives, *leaves[g : g + COUNT_FAN_IN])
+        dsk[(f"dlr-eval-auc-{token}", 0)] = (_exact_aucs, negatives, *groups)
+        return [*sums_keys, (f"dlr-eval-auc-{token}", 0)]
+
+    @property
+    def exact(self) -> bool:
+        """Whether the first pass keeps every chunk's keys (:class:`dlr.auc.SortedKeys`, up to
+        :data:`dlr.auc.BINS` samples): then its AUCs are exact and no pass follows."""
+        return self.source.n_samples <= auc.BINS
 
     def take(self, values: list) -> None:
         """The values of the keys :meth:`add_pass` returned: refine what needs it."""
         if self.sums is None:
             *self.sums, histograms = values
+            if self.exact:
+                self.results = histograms  # (AUC, bound 0) per (model, problem)
+                self.partitions = [None] * len(self.partitions)
+                return
         else:
             (histograms,) = values
         for c, histogram in enumerate(histograms):

@@ -5,6 +5,7 @@ entries and refined; and ``evaluate`` on zarr data, binary and multiclass (one-v
 
 import numpy as np
 import pytest
+import zarr
 from sklearn.metrics import log_loss, roc_auc_score
 
 import dlr
@@ -196,3 +197,32 @@ def test_evaluate_on_zarr_chunks_with_few_distinct_scores_is_exact(tmp_path):
         roc_auc_score(y, model.decision_function(X)), abs=metrics["roc_auc_error_bound"] + 1e-15
     )
     assert (metrics["roc_auc_passes"], metrics["roc_auc_error_bound"]) == (1, 0.0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_exact_auc_is_the_same_however_chunks_are_grouped_to_count_their_positives(
+    tmp_path, n_classes, monkeypatch
+):
+    rng = np.random.default_rng(7)
+    m = 5000  # chunks of 700: seven whole and a ragged last one
+    X = np.round(rng.normal(size=(m, 3)), 1)  # few distinct scores: ties across chunks
+    y = rng.integers(0, n_classes, m)
+    X[:, 0] += 0.5 * y
+    group = zarr.open_group(str(tmp_path / "ties.zarr"), mode="w")
+    group.create_array("X", data=X, chunks=(700, 3))
+    group.create_array("y", data=y, chunks=(700,))
+    source = from_dataset(open_dataset(str(tmp_path / "ties.zarr")))
+    assert source.n_chunks == 8
+    model = dlr.LogisticRegression().fit(X, y)
+    if n_classes == 2:
+        expected = roc_auc_score(y, model.decision_function(X))
+    else:
+        expected = roc_auc_score(y, model.predict_proba(X), multi_class="ovr", average="macro")
+    values = set()
+    for fan_in in (1, 3, 100):
+        monkeypatch.setattr(scoring, "COUNT_FAN_IN", fan_in)
+        metrics = scoring.evaluate(source, model.theta_, model.classes_)
+        assert (metrics["roc_auc_passes"], metrics["roc_auc_error_bound"]) == (1, 0.0)
+        values.add(metrics["roc_auc"])
+    assert len(values) == 1
+    assert abs(values.pop() - expected) <= 1e-14
