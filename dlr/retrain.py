@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -324,7 +325,15 @@ class _Run:
             f"training on {len(spans)} span(s), {len(new)} new, "
             + (f"warm-started from version {champion_v}" if champion else "from zero")
         )
-        model = self._fit(spans, champion)
+        # the new spans' holdout is opened while the model trains: opening waits on the
+        # store's round trips, not on the CPU the training uses
+        with ThreadPoolExecutor(1, thread_name_prefix="dlr-open-fresh") as opener:
+            fresh = (
+                opener.submit(holdout_source, reg, new)
+                if any(s.holdout_rows for s in new)
+                else None
+            )
+            model = self._fit(spans, champion)
         self._timed("train", started)
         self.model = model
         started = time.perf_counter()
@@ -333,7 +342,7 @@ class _Run:
             "pinned": from_dataset(
                 self.pinned or open_dataset(cfg.holdout, storage_options=self.storage_options)
             ),
-            "fresh": holdout_source(reg, new) if sum(s.holdout_rows for s in new) else None,
+            "fresh": fresh.result() if fresh is not None else None,
         }
         thetas = {"candidate": model.theta_} | ({"champion": champion.theta_} if champion else {})
         metrics = {"candidate": {}, "champion": {} if champion else None}
