@@ -411,7 +411,7 @@ def _stored_bytes(store, key: str) -> np.ndarray | None:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                raw = per_thread_array("stored bytes", (size,), np.uint8)
+                raw = per_thread_array("stored bytes", (size,), np.uint8, headroom=True)
                 if f.readinto(memoryview(raw)) != size:
                     raise ValueError(f"short read of '{path}'")
                 return raw

@@ -341,25 +341,27 @@ def per_thread(name: str, key, make, fits=None):
 ALIGN = 64
 
 
-def per_thread_array(name: str, shape, dtype=np.float64) -> np.ndarray:
+def per_thread_array(name: str, shape, dtype=np.float64, *, headroom: bool = False) -> np.ndarray:
     """This thread's scratch array ``name``: uninitialized, C-ordered, of ``shape`` and
     ``dtype``, starting on an :data:`ALIGN`-byte boundary, in a buffer of bytes made on first use
     and made again only when a larger array is asked for (never shrunk).
 
     Whatever the shapes asked for — a dataset's last, shorter chunk; the chunks of two datasets
     read in turn, as a holdout and the new spans are —, the thread keeps writing into the same
-    memory, with no fresh pages to fault in; it holds at most the largest array asked for, and
-    an eighth more. The buffer has small pages (:func:`small_page_empty`): one that grows
-    never waits for the kernel to compact memory into huge pages (a 9 MB buffer for the new
-    spans' holdout, after the pinned holdout's 3 MB ones, once took 96 ms to fault in).
+    memory, with no fresh pages to fault in. It holds at most the largest array asked for, or
+    an eighth more with ``headroom``: for sizes that vary from call to call (compressed chunks),
+    so that a slightly larger one does not make a new buffer.
+
+    The buffer has small pages (:func:`small_page_empty`): one that grows never waits for the
+    kernel to compact memory into huge pages (a 9 MB buffer for the new spans' holdout, after
+    the pinned holdout's 3 MB ones, once took 96 ms to fault in).
     """
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     buffer = per_thread(
         name,
         None,
-        # headroom for sizes that vary; small pages: see small_page_empty
-        lambda: small_page_empty((nbytes + nbytes // 8 + ALIGN,), np.uint8),
+        lambda: small_page_empty((nbytes + headroom * (nbytes // 8) + ALIGN,), np.uint8),
         lambda b: b.size >= nbytes + ALIGN,
     )
     start = -buffer.ctypes.data % ALIGN
