@@ -15,16 +15,23 @@ same arrays to zarr with the same codec, side by side in one run.
 
 Runs alternate (baseline, later, first, baseline, ...) so drifts of the shared machine hit all;
 the median and the fastest of ``--repeats`` are reported, with both ratios and the target
-(≤ 1.3), judged on the worse of the two.
+(≤ 1.3), judged on the worse of the two. By default every run is in this one process, which
+has made each contender's arrays before (steady state, as a service ingesting all day would
+be). With ``--processes`` every timed run is the first of a new Python process (its imports
+not timed), as each ``dlr ingest`` command and each script of the baseline is: each side then
+also pays for the first touch of the memory it works in.
 
     python benchmarks/bench_ingest.py [--dir bench-data/ingest] [--files 4] [--rows 500000]
-        [--features 32] [--repeats 5]
+        [--features 32] [--repeats 5] [--processes]
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +117,43 @@ def run_later(paths: list[str], out: Path, seeded: Path) -> float:
     return time.perf_counter() - started
 
 
+NAMES = ("baseline", "dlr ingest, later", "dlr ingest, first")
+
+
+def timed_run(name: str, paths: list[str], out: Path, chunk: int, seeded: Path) -> float:
+    """Seconds of one run of contender ``name`` writing into ``out`` (removed before and after)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # no writeback of an earlier run left to meet this one's fsync
+    started = time.perf_counter()
+    if name == "baseline":
+        baseline(paths, out, chunk)
+        seconds = time.perf_counter() - started
+    elif name == "dlr ingest, first":
+        run_first(paths, out)
+        seconds = time.perf_counter() - started
+    else:
+        seconds = run_later(paths, out, seeded)
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
+
+
+def in_new_process(name: str, paths: list[str], out: Path, chunk: int, seeded: Path) -> float:
+    """:func:`timed_run` as the first run of a new Python process (imports not timed)."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "import bench_ingest as b; a = json.loads(sys.argv[2]); "
+        "print(b.timed_run(a['name'], a['paths'], Path(a['out']), a['chunk'], Path(a['seeded'])))"
+    )
+    job = {"name": name, "paths": paths, "out": str(out), "chunk": chunk, "seeded": str(seeded)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent), json.dumps(job)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="bench-data/ingest")
@@ -117,6 +161,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--processes", action="store_true", help="each timed run in a new Python process"
+    )
     args = parser.parse_args()
     directory = Path(args.dir)
     paths = make_files(directory, args.files, args.rows, args.features)
@@ -127,24 +174,17 @@ def main() -> None:
         f"int64 label each ({size / 1e6:.0f} MB on disk); chunks of {chunk} rows"
     )
     seeded = seed_registry(directory, args.features)
-    names = ("baseline", "dlr ingest, later", "dlr ingest, first")
-    times: dict[str, list[float]] = {name: [] for name in names}
+    print(
+        "each timed run the first of a new Python process"
+        if args.processes
+        else "every run in this process (steady state)"
+    )
+    run = in_new_process if args.processes else timed_run
+    times: dict[str, list[float]] = {name: [] for name in NAMES}
     for r in range(args.repeats):
-        for name in names:
+        for name in NAMES:
             out = directory / f"out-{name.replace(' ', '-').replace(',', '')}"
-            shutil.rmtree(out, ignore_errors=True)
-            os.sync()  # no writeback of an earlier run left to meet this one's fsync
-            started = time.perf_counter()
-            if name == "baseline":
-                baseline(paths, out, chunk)
-                seconds = time.perf_counter() - started
-            elif name == "dlr ingest, first":
-                run_first(paths, out)
-                seconds = time.perf_counter() - started
-            else:
-                seconds = run_later(paths, out, seeded)
-            times[name].append(seconds)
-            shutil.rmtree(out, ignore_errors=True)
+            times[name].append(run(name, paths, out, chunk, seeded))
         print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     rows = args.files * args.rows
     medians = {k: statistics.median(v) for k, v in times.items()}
@@ -158,7 +198,7 @@ def main() -> None:
     # The writes' fsync makes single runs of either side slow now and then (the page cache's
     # writeback of earlier runs): both the medians' ratio and the fastest runs' are given, and
     # the target is judged on the worse of the two.
-    for name in names[1:]:
+    for name in NAMES[1:]:
         ratios = (medians[name] / medians["baseline"], fastest[name] / fastest["baseline"])
         verdict = "PASS" if max(ratios) <= TARGET else "FAIL"
         print(
