@@ -29,12 +29,17 @@ def fsync_tree(path: str) -> None:
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path, topdown=False):
             for name in files:
-                _fsync(os.path.join(root, name), os.O_RDONLY)
+                fsync_file(os.path.join(root, name))
             for name in dirs:
                 _fsync(os.path.join(root, name), os.O_RDONLY | os.O_DIRECTORY)
         _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
     else:
-        _fsync(path, os.O_RDONLY)
+        fsync_file(path)
+
+
+def fsync_file(path: str) -> None:
+    """fsync a file's data and metadata."""
+    _fsync(path, os.O_RDONLY)
 
 
 def fsync_dir(path: str) -> None:

@@ -253,7 +253,7 @@ def auc_and_bound(histogram) -> tuple[float, float]:
     """AUC from merged :class:`SortedKeys` (exact: bound 0) or a merged :class:`Histogram`, and
     the bound on its error (NaN, 0 for one class only)."""
     if isinstance(histogram, SortedKeys):
-        return _exact_auc(histogram.pos, histogram.neg)
+        return exact_auc_of([exact_count(histogram.neg, histogram)], histogram.neg.size)
     pos, neg, lo, hi = histogram.pos, histogram.neg, histogram.lo, histogram.hi
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
     if n_pos == 0 or n_neg == 0:
@@ -290,14 +290,6 @@ def exact_auc_of(counts, n_neg: int) -> tuple[float, float]:
     if positives == 0 or n_neg == 0:
         return float("nan"), 0.0
     return twice / (2 * positives * n_neg), 0.0
-
-
-def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
-    """The AUC of sorted positive and negative keys: per positive, the negatives below it plus
-    half those tied with it, summed in integers (twice the count, so every term is whole)."""
-    if pos.size == 0 or neg.size == 0:
-        return float("nan"), 0.0
-    return _twice_wins(pos, neg) / (2 * pos.size * neg.size), 0.0
 
 
 def _twice_wins(pos: np.ndarray, neg: np.ndarray) -> int:

@@ -433,13 +433,14 @@ def streaming_left(source: Source, rooms: dict, task: str) -> dict:
     }
 
 
-def check_fits(source: Source, task: str, get=None) -> None:
+def check_fits(source: Source, task: str, get=None, rooms: dict | None = None) -> None:
     """Before a pass that streams every chunk of ``source`` (``task``: "predict" or
     "evaluate"), raise a :class:`DlrError` naming the chunk if streaming it on every thread
     would not fit in memory, here or on any worker of the active scheduler — the check
-    training makes before its first pass. In-memory input needs none."""
+    training makes before its first pass. In-memory input needs none. ``rooms``: those of
+    :func:`rooms_of`, if read already (for several sources of one pass)."""
     if not source.in_memory:
-        streaming_left(source, rooms_of(get or current_get()), task)
+        streaming_left(source, rooms or rooms_of(get or current_get()), task)
 
 
 def local_threads(get) -> int:

@@ -18,7 +18,7 @@ from zarr.codecs import Crc32cCodec
 from dlr import auc, curves
 from dlr.atomic import is_local, staged_url
 from dlr.dataset import ALL_CHUNKS_STORED
-from dlr.engine import check_fits, current_get, rooms_of, run_graph, streaming_left, sum_in_order
+from dlr.engine import check_fits, current_get, rooms_of, run_graph, sum_in_order
 from dlr.errors import DataError, DlrError
 from dlr.kernel import chunk_logits
 from dlr.numerics import cross_entropy, sigmoid, softmax, softplus_sum_and_sigmoid
@@ -405,8 +405,8 @@ class _Evaluation:
     def __init__(self, source: Source, thetas: list, classes: np.ndarray, curve_bins: int, rooms):
         if source.y is None:
             raise DataError(f"{source.origin} has no labels; evaluation needs y")
-        if thetas and not source.in_memory:
-            streaming_left(source, rooms, "evaluate")
+        if thetas:
+            check_fits(source, "evaluate", rooms=rooms)
         self.source, self.thetas, self.classes = source, thetas, classes
         self.curve_bins = curve_bins
         self.token = uuid.uuid4().hex[:10]

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zarr
 
+from dlr.atomic import fsync_file
 from dlr.dataset import SAMPLES_FIRST, codecs
 from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
@@ -601,15 +602,9 @@ class _Flusher:
 def _fsync_quietly(paths: list[str]) -> None:
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fsync_file(path)
         except OSError:
-            continue  # deleted meanwhile (a failed ingest)
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+            pass  # deleted meanwhile (a failed ingest), or left to the commit's fsync
 
 
 class _Lane:
