@@ -12,8 +12,11 @@ batch boundaries, so a row is held out forever). Each group also gets ``summary.
 :class:`dlr.summary.Summary` of its rows (moments, range, class counts, histograms on the
 registry's drift edges: :mod:`dlr.spansummary`), counted from the batches as they stream by.
 The drift edges are fixed at the registry's first ingest: ``drift_bins`` equal-width bins per
-feature over the range of all its rows, which are known only once they are staged, so that
-ingest counts its histograms by reading its staged spans back once.
+feature over the range of all its rows. When every SOURCE is Parquet whose statistics declare
+each feature's range (:func:`dlr.tables.declared_ranges`, as pyarrow, Spark and most writers
+do), the histograms are counted on the declared range as the rows stream by, and kept if the
+rows' own range is the declared one; otherwise (no statistics, or other than the rows) that
+ingest counts its histograms on the rows' range by reading its staged spans back once.
 
 The span id is the sha256 of the schema (without its drift edges) and the rows (computed
 while writing), so the same content under any file name is the same span. Spans are written
@@ -45,7 +48,7 @@ from dlr.pause import pause_point
 from dlr.registry import Registry, now_iso
 from dlr.spansummary import DEFAULT_BINS, summary_bytes
 from dlr.summary import Accumulator, Edges, Summary, histogram, merge
-from dlr.tables import read_batches
+from dlr.tables import declared_ranges, read_batches
 
 #: Default rows per chunk of a span: about this many bytes of features.
 CHUNK_BYTES = 8 << 20
@@ -106,8 +109,12 @@ def ingest(
         raise DlrError(f"--drift-bins must be at least 2, got {drift_bins}")
     schema = registry.schema
     first_ingest = schema is None
-    if not first_ingest:
+    if first_ingest:
+        edges = None  # until the first batch fixes the features: then declared ones, if any
+    else:
         _check_drift_bins(schema, drift_bins, registry.url)
+        edges = Edges.from_json(schema.get("drift"))
+    bins = drift_bins or DEFAULT_BINS
     staged: list[_Staged] = []
     workspace = _Workspace()
     flusher = _Flusher() if registry.store.local else None
@@ -118,15 +125,18 @@ def ingest(
             if first is None:
                 raise DataError(f"'{source}' holds no rows")
             schema = _schema(schema, first[2].schema, first[0], label, features, sample_weight)
+            if first_ingest and not staged:
+                edges = _declared_edges(sources, schema, bins, storage_options)
             staged.append(
                 _stage(
                     registry,
                     str(source),
                     _chain(first, batches),
                     schema,
+                    edges,
+                    first_ingest,
                     holdout_fraction,
                     chunk_samples,
-                    first_ingest,
                     workspace,
                     flusher,
                 )
@@ -134,7 +144,7 @@ def ingest(
         if flusher is not None:
             flusher.close()  # the commit fsyncs the trees: what was flushed is quick
         if first_ingest:
-            schema, staged = _fix_edges(registry, schema, staged, drift_bins or DEFAULT_BINS)
+            schema, staged = _fix_edges(registry, schema, staged, bins, edges)
         for s in staged:
             _keep_summaries(registry, s, Edges.from_json(schema.get("drift")))
         pause_point("before-commit")
@@ -254,13 +264,36 @@ def _check_drift_bins(fixed: dict, drift_bins: int | None, url: str) -> None:
         )
 
 
-def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int):
+def _declared_edges(sources: list, schema: dict, bins: int, storage_options) -> Edges | None:
+    """``bins`` bins over the feature ranges the Parquet statistics of all ``sources`` declare
+    (:func:`dlr.tables.declared_ranges`), or None where one declares none."""
+    lo, hi = np.full(len(schema["features"]), np.inf), np.full(len(schema["features"]), -np.inf)
+    for source in sources:
+        ranges = declared_ranges(str(source), schema["features"], storage_options)
+        if ranges is None:
+            return None
+        a, b = np.asarray(ranges, dtype=np.float64).T.astype(schema["x_dtype"])
+        np.minimum(lo, a, out=lo)
+        np.maximum(hi, b, out=hi)
+    return Edges(bins, lo, hi)
+
+
+def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int, declared: Edges | None):
     """The first ingest's schema with its drift edges — ``bins`` bins over the range of all
-    its staged rows — and its staged spans with their histograms on them, counted by reading
-    the staged groups back chunk by chunk (once in the registry's life)."""
+    its staged rows — and its staged spans with their histograms on them: those counted as
+    they streamed by on the ``declared`` edges if these are the rows' range (the histogram of
+    a value on edges whose ends differ only in the sign of a zero is the same), else counted by
+    reading the staged groups back chunk by chunk (once in the registry's life)."""
     edges = Edges.spanning(
         merge([x for s in staged for x in (s.train_summary, s.holdout_summary)]), bins
     )
+    schema = {**schema, "drift": edges.to_json()}
+    if (
+        declared is not None
+        and np.array_equal(declared.lo, edges.lo)
+        and np.array_equal(declared.hi, edges.hi)
+    ):
+        return schema, staged
 
     def counted(key: str, summary: Summary) -> Summary:
         x = _open_group(registry, key, "r")["X"]
@@ -281,7 +314,7 @@ def _fix_edges(registry: Registry, schema: dict, staged: list, bins: int):
         )
         for s in staged
     ]
-    return {**schema, "drift": edges.to_json()}, staged
+    return schema, staged
 
 
 def _keep_summaries(registry: Registry, s: "_Staged", edges: Edges | None) -> None:
@@ -646,15 +679,16 @@ def _stage(
     source: str,
     batches,
     schema: dict,
+    edges: Edges | None,
+    first_ingest: bool,
     holdout_fraction: float,
     chunk_samples: int | None,
-    first_ingest: bool,
     workspace: _Workspace,
     flusher: _Flusher | None,
 ) -> _Staged:
     """Write one SOURCE as staged train and holdout groups; hash and summarize its content
-    meanwhile (histograms only on the schema's drift edges: none yet at the first ingest, and
-    none kept in a registry from before them)."""
+    meanwhile (histograms only on ``edges``: the schema's drift edges, or at the first ingest
+    the declared ones or none; a registry from before drift edges keeps no summaries)."""
     n = len(schema["features"])
     c = chunk_samples or max(1, CHUNK_BYTES // (n * np.dtype(schema["x_dtype"]).itemsize))
     store = registry.store
@@ -662,7 +696,6 @@ def _stage(
     keys = store.temp_key(prefix[0]), store.temp_key(prefix[1])
     staged = _Staged("", source, 0, 0, 0, *keys, holdout_fraction, c)
     hashes = [hashlib.sha256() for _ in range(3)]
-    edges = Edges.from_json(schema.get("drift"))
     summarize = edges is not None or first_ingest
     writer = ThreadPoolExecutor(WRITERS, thread_name_prefix="dlr-ingest-write")
     summarizer = ThreadPoolExecutor(1, thread_name_prefix="dlr-ingest-summary")

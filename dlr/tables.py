@@ -34,23 +34,67 @@ Batches = Iterator[tuple[str, int, pa.RecordBatch]]
 
 def read_batches(source: str, batch_rows: int, storage_options: dict | None = None) -> Batches:
     """Every record batch of ``source`` (see the module docstring), in order."""
+    fs, files = _listing(source, storage_options)
+    if files is None:
+        yield from _zarr(source, batch_rows, storage_options)
+        return
+    for path, name in files:
+        yield from _file(fs, path, name, batch_rows)
+
+
+def declared_ranges(
+    source: str, columns: list[str], storage_options: dict | None = None
+) -> list[tuple[float, float]] | None:
+    """Per column of ``columns``, the (min, max) that the Parquet statistics of every row group
+    of ``source`` declare, as float64; None if ``source`` is not Parquet or any row group
+    declares no min and max of a numeric column. Only the files' footers are read.
+
+    A declaration, not a proof: a caller that relies on it checks it against the rows."""
+    fs, files = _listing(source, storage_options)
+    if files is None or any(_kind(path) != "parquet" for path, _ in files):
+        return None
+    lo, hi = [np.inf] * len(columns), [-np.inf] * len(columns)
+    for path, name in files:
+        try:
+            with nullcontext(path) if is_local(name) else fs.open(path, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read '{name}': {e}") from None
+        where = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+        if any(c not in where for c in columns):
+            return None  # the batches will say which column is missing
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            for j, c in enumerate(columns):
+                stats = group.column(where[c]).statistics
+                if stats is None or not stats.has_min_max:
+                    return None
+                if not all(isinstance(v, (int, float)) for v in (stats.min, stats.max)):
+                    return None
+                lo[j], hi[j] = min(lo[j], float(stats.min)), max(hi[j], float(stats.max))
+    return list(zip(lo, hi, strict=True))
+
+
+def _listing(source: str, storage_options: dict | None):
+    """``(fs, [(path, name)])``: the data files of ``source`` in reading order, each with the
+    name errors give it; ``(fs, None)`` for a zarr group."""
     if is_local(source):
         fs, path = fsspec.filesystem("file"), os.path.abspath(local_path(source))
     else:
         fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
     if not fs.exists(path):
         raise DataError(f"'{source}' does not exist")
-    if fs.isdir(path):
-        if fs.exists(f"{path}/zarr.json"):
-            yield from _zarr(source, batch_rows, storage_options)
-            return
-        files = _data_files(fs, path, source)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        for file in files:
-            name = file if is_local(source) else f"{protocol}://{file}"
-            yield from _file(fs, file, name, batch_rows)
-        return
-    yield from _file(fs, path, source, batch_rows)
+    if not fs.isdir(path):
+        return fs, [(path, source)]
+    if fs.exists(f"{path}/zarr.json"):
+        return fs, None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return fs, [
+        (file, file if is_local(source) else f"{protocol}://{file}")
+        for file in _data_files(fs, path, source)
+    ]
 
 
 def _data_files(fs, path: str, source: str) -> list[str]:

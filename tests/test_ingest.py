@@ -20,6 +20,7 @@ from dlr import spans, spansummary, summary
 from dlr.registry import Registry
 from dlr.spans import holdout_mask, ingest
 from dlr.summary import Edges, of_rows
+from dlr.tables import declared_ranges
 from tests.conftest import assert_matches
 from tests.registry_support import (
     ok,
@@ -170,6 +171,51 @@ def test_each_span_keeps_the_summary_of_its_rows_on_the_edges_of_the_first_inges
         "ingest", write("npz", wide, tmp_path / "d"), "--registry", reg, "--drift-bins", 10
     )
     assert "--drift-bins 10 disagrees with the registry's schema (drift bins 7" in err
+
+
+def test_a_first_ingest_of_parquet_counts_its_histograms_on_the_range_its_statistics_declare(
+    tmp_path, small_blocks, monkeypatch
+):
+    t = table(ROWS, seed=7)
+    # a feature whose minimum is a zero: Parquet writers declare it as -0.0
+    a = np.abs(t.column("a").to_numpy())
+    a[::2] = 0.0
+    t = t.set_column(0, "a", pa.array(a))
+    reference = tmp_path / "from-csv"  # no statistics: histograms counted by reading back
+    ok("ingest", write("csv", t, tmp_path / "day"), "--registry", reference, "--label", "label")
+
+    read_back = spans.histogram
+    monkeypatch.setattr(spans, "histogram", None)  # what the first ingest reads back with
+    parquet = tmp_path / "from-parquet"
+    ok("ingest", write("parquet-directory", t, tmp_path / "dir"), "--registry", parquet,
+       "--label", "label")  # fmt: skip
+    assert Registry(str(parquet)).schema == Registry(str(reference)).schema
+    assert summary_files(parquet) == summary_files(reference)
+
+    # statistics that are not the rows' range (a wrong writer): the rows' range wins
+    monkeypatch.setattr(spans, "histogram", read_back)
+    monkeypatch.setattr(
+        spans, "declared_ranges", lambda source, columns, options: [(-9.0, 9.0)] * len(columns)
+    )
+    wrong = tmp_path / "wrong-statistics"
+    ok("ingest", write("parquet", t, tmp_path / "file"), "--registry", wrong, "--label", "label")
+    assert Registry(str(wrong)).schema == Registry(str(reference)).schema
+    assert summary_files(wrong) == summary_files(reference)
+
+
+def test_parquet_declares_a_range_only_where_every_row_group_states_one(tmp_path):
+    t = table(100, seed=8)
+    a = t.column("a").to_numpy()
+    path = str(tmp_path / "day.parquet")
+    pq.write_table(t, path, row_group_size=30)
+    assert declared_ranges(path, ["a"]) == [(a.min(), a.max())]
+    pq.write_table(t, path, write_statistics=["a", "label"])
+    assert declared_ranges(path, ["a"]) == [(a.min(), a.max())]
+    assert declared_ranges(path, ["a", "b"]) is None
+    pq.write_table(t, path, write_statistics=False)
+    assert declared_ranges(path, ["a"]) is None
+    pa_csv.write_csv(t, str(tmp_path / "day.csv"))
+    assert declared_ranges(str(tmp_path / "day.csv"), ["a"]) is None
 
 
 def test_a_zarr_dataset_is_ingested_chunk_by_chunk(tmp_path, dataset):
