@@ -331,10 +331,17 @@ def _keep_summaries(registry: Registry, s: "_Staged", edges: Edges | None) -> No
         ) from None
 
 
-def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int, out: np.ndarray):
-    """(X (m, n) in the schema's dtype, stacked into ``out`` (m, n), y (m,) int64, w (m,)
-    float64 or None, and X's n columns (m,) as they were before being stacked) of a batch, or
-    a DataError naming file, column and row."""
+def _check(
+    batch: pa.RecordBatch,
+    schema: dict,
+    file: str,
+    offset: int,
+    out: np.ndarray,
+    through: np.ndarray,
+):
+    """(X (m, n) in the schema's dtype, stacked into ``out`` (m, n) through ``through`` (n, m),
+    y (m,) int64, w (m,) float64 or None, and X's n columns (m,) as they were before being
+    stacked) of a batch, or a DataError naming file, column and row."""
     features, label, weight = schema["features"], schema["label"], schema["sample_weight"]
     expected = [*features, label] + ([weight] if weight else [])
     names = batch.schema.names
@@ -364,7 +371,10 @@ def _check(batch: pa.RecordBatch, schema: dict, file: str, offset: int, out: np.
     columns = [
         batch.column(c).to_numpy(zero_copy_only=False).astype(x_dtype, copy=False) for c in features
     ]
-    X = np.stack(columns, axis=1, out=out)
+    for row, column in zip(through, columns, strict=True):
+        np.copyto(row, column)
+    X = out
+    np.copyto(X, through.T)
     # a NaN or inf anywhere makes the sum one (so may an overflow: then look value by value)
     if not np.isfinite(np.add.reduce(X, axis=None)):
         finite = np.isfinite(X)
@@ -577,13 +587,15 @@ class _GroupWriter:
 class _Workspace:
     """The arrays one ingest call reuses for all its SOURCEs, so that their pages are touched
     once, not once per SOURCE or per batch (on a virtual machine a fresh page costs a fault of
-    several microseconds): per group its chunk buffers and its summary's buffers, and the ring
-    of :data:`STACKED` arrays the batches' rows are stacked into."""
+    several microseconds): per group its chunk buffers and its summary's buffers, the ring of
+    :data:`STACKED` arrays the batches' rows are stacked into, and the one they are stacked
+    through (:meth:`columns`)."""
 
     def __init__(self):
         self.chunks: dict = {}
         self.accumulators: dict = {}
         self.stacked: list = [None] * STACKED
+        self.through: np.ndarray | None = None
 
     def chunk_buffers(self, group: str, schema: dict, rows: int) -> list:
         """:data:`WRITES_AHEAD` + 1 buffers (X (rows, n), y (rows,), w (rows,) or None) for
@@ -614,6 +626,16 @@ class _Workspace:
         if a is None or a.shape[0] < rows or a.shape[1] != n or a.dtype != dtype:
             a = self.stacked[slot] = np.empty((rows, n), dtype=dtype)
         return a[:rows]
+
+    def columns(self, rows: int, n: int, dtype) -> np.ndarray:
+        """An (n, rows) array of ``dtype`` that the main thread stacks each batch through: its
+        columns copied in one by one, then the whole transposed into the batch's (rows, n)
+        array in one copy, which NumPy does tile by tile (about five times faster than
+        writing each column into every row's cache line in turn, as ``np.stack`` does)."""
+        a = self.through
+        if a is None or a.shape[1] < rows or a.shape[0] != n or a.dtype != dtype:
+            a = self.through = np.empty((n, rows), dtype=dtype)
+        return a[:, :rows]
 
 
 class _Flusher:
@@ -731,7 +753,8 @@ def _stage(
                 for future in readers[slot]:
                     future.result()
                 out = workspace.stack(slot, batch.num_rows, n, dtype)
-                X, y, w, columns = _check(batch, schema, file, offset, out)
+                through = workspace.columns(batch.num_rows, n, dtype)
+                X, y, w, columns = _check(batch, schema, file, offset, out, through)
                 readers[slot] = [
                     hasher.submit(_hash_rows, hashes, X, y, w),
                     splitter.submit(split, X, y, w, columns),
