@@ -94,28 +94,30 @@ def histogram(x: np.ndarray, edges: Edges, *, samples_first: bool = True) -> np.
     """(n, bins) counts of the rows ``x`` — (m, n), or (n, m) if not ``samples_first`` — on
     ``edges``."""
     xt = _features_first(x, samples_first)
-    return _histogram(xt, edges, np.empty_like(xt))
+    return _histogram(xt, edges, np.empty(xt.shape[1]), np.empty(xt.shape[1], dtype=bool))
 
 
-def _histogram(
-    xt: np.ndarray, edges: Edges, scratch: np.ndarray, index: np.ndarray | None = None
-) -> np.ndarray:
-    """:func:`histogram` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m) and ``index``
-    ((n, m) of :func:`index_dtype`, or None: a new one)."""
+def _histogram(xt: np.ndarray, edges: Edges, scratch: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """:func:`histogram` of float64 (n, m) ``xt``, one feature at a time in ``scratch`` (m,)
+    float64 and ``below`` (m,) bool (a feature's values stay in cache).
+
+    A value's bin is ⌊s⌋ clipped to [0, bins − 1], with s = (x − lo) / width; so the count of
+    bins below b is the count of s < b (b = 1 .. bins − 1): ``bins − 1`` comparisons, no
+    index array to count.
+    """
+    n, m = xt.shape
+    counts = np.zeros((n, edges.bins + 1), dtype=np.int64)
+    counts[:, -1] = m
     width = edges.width
-    scale = np.divide(1.0, width, out=np.zeros_like(width), where=width > 0)
-    np.subtract(xt, edges.lo[:, None], out=scratch)
-    scratch *= scale[:, None]  # a constant feature (width 0): every value in bin 0
-    np.clip(scratch, 0, edges.bins - 1, out=scratch)  # then truncation is the floor
-    if index is None:
-        index = np.empty(xt.shape, dtype=index_dtype(edges))
-    np.copyto(index, scratch, casting="unsafe")  # truncation, as astype
-    return np.stack([np.bincount(row, minlength=edges.bins) for row in index]).astype(np.int64)
-
-
-def index_dtype(edges: Edges) -> np.dtype:
-    """The smallest unsigned integer type that holds a bin index of ``edges``."""
-    return np.min_scalar_type(edges.bins - 1)
+    for i in range(n):
+        if not width[i] > 0:
+            counts[i, 1:] = m  # a constant feature (width 0): every value in bin 0
+            continue
+        np.subtract(xt[i], edges.lo[i], out=scratch[:m])
+        scratch[:m] *= 1.0 / width[i]
+        for b in range(1, edges.bins):
+            counts[i, b] = np.count_nonzero(np.less(scratch[:m], b, out=below[:m]))
+    return np.diff(counts, axis=1)
 
 
 def of_rows(
@@ -132,10 +134,10 @@ def _summary(
     y: np.ndarray,
     edges: Edges | None,
     scratch: np.ndarray,
-    index: np.ndarray | None = None,
+    below: np.ndarray | None = None,
 ) -> Summary:
     """:func:`of_rows` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m) (and the
-    histogram's bin indices in ``index``, see :func:`_histogram`)."""
+    histogram's comparisons in ``below`` (m,) bool, or None: a new one)."""
     if xt.shape[1] == 0:
         return empty(xt.shape[0], edges)
     mean = xt.mean(axis=1)
@@ -149,8 +151,12 @@ def _summary(
         xt.min(axis=1),
         xt.max(axis=1),
         dict(zip(labels.tolist(), counts.tolist(), strict=True)),
-        None if edges is None else _histogram(xt, edges, scratch, index),
+        None if edges is None else _histogram(xt, edges, scratch[0], _or_new(below, xt.shape[1])),
     )
+
+
+def _or_new(below: np.ndarray | None, m: int) -> np.ndarray:
+    return np.empty(m, dtype=bool) if below is None else below
 
 
 def merge(parts) -> Summary:
@@ -192,20 +198,19 @@ class Accumulator:
     """The summary of rows added in batches of any size, summarized over fixed blocks of
     :func:`block_rows` rows and merged in order (the same bits whatever the batches). Each
     block is gathered, transposed, into one float64 (n, block) buffer and summarized in a
-    second one and an index buffer: no allocation per block. An accumulator made with
-    ``reuse`` (one of the same n and edges that is done) takes over its buffers, whose pages
+    second one (and a bool (block,) one): no allocation per block. An accumulator made with
+    ``reuse`` (one of the same n that is done) takes over its buffers, whose pages
     are then touched once for several summaries, not once each."""
 
     def __init__(self, n: int, edges: Edges | None, *, reuse: "Accumulator | None" = None):
         self.edges, self.block = edges, block_rows(n)
         self.total = empty(n, edges)
-        index = None if edges is None else index_dtype(edges)
-        if reuse is not None and reuse._fits(n, index):
-            self.x, self.scratch, self.y, self.index = reuse.x, reuse.scratch, reuse.y, reuse.index
+        if reuse is not None and reuse.x.shape == (n, self.block):
+            self.x, self.scratch, self.y, self.below = reuse.x, reuse.scratch, reuse.y, reuse.below
         else:
             self.x, self.scratch = np.empty((n, self.block)), np.empty((n, self.block))
             self.y = np.empty(self.block, dtype=np.int64)
-            self.index = None if index is None else np.empty((n, self.block), index)
+            self.below = np.empty(self.block, dtype=bool)
         self.fill = 0
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -220,11 +225,6 @@ class Accumulator:
             if self.fill == self.block:
                 self._summarize()
 
-    def _fits(self, n: int, index: np.dtype | None) -> bool:
-        """Whether these buffers serve n features with bin indices of type ``index``."""
-        has = None if self.index is None else self.index.dtype
-        return self.x.shape == (n, self.block) and has == index
-
     def result(self) -> Summary:
         """The summary of every row added."""
         if self.fill:
@@ -234,7 +234,7 @@ class Accumulator:
     def _summarize(self) -> None:
         m = self.fill
         if m == self.block:
-            part = _summary(self.x, self.y, self.edges, self.scratch, self.index)
+            part = _summary(self.x, self.y, self.edges, self.scratch, self.below)
         else:  # the last, partial block
             part = of_rows(self.x[:, :m], self.y[:m], self.edges, samples_first=False)
         self.total = _merge2(self.total, part)
