@@ -15,9 +15,9 @@ same arrays to zarr with the same codec, side by side in one run.
   declare each feature's range (pyarrow writes them by default), so its histograms are counted
   as the rows stream by; without them it would read its staged rows back once to count them.
 
-Runs alternate, in an order that rotates from one repeat to the next (baseline, later, first;
-later, first, baseline; ...), so drifts of the shared machine hit all and each run follows each
-other contender's (its page cache writeback, its freed memory) as often; the median and the
+Runs alternate, each repeat in another order (all six in six repeats), so drifts of the shared
+machine hit all and each contender runs right after each other one as often (a run is slowed by
+the one before it in the process: its freed memory, its page cache writeback); the median and the
 fastest of ``--repeats`` are reported, with both ratios and the target (≤ 1.3), judged on the
 worse of the two. By default every run is in this one process, which
 has made each contender's arrays before (steady state, as a service ingesting all day would
@@ -30,6 +30,7 @@ also pays for the first touch of the memory it works in.
 """
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -125,6 +126,10 @@ def run_later(paths: list[str], out: Path, seeded: Path) -> float:
 
 
 NAMES = ("baseline", "dlr ingest, later", "dlr ingest, first")
+#: The order of the contenders in each repeat, in turn: every order, so that in six repeats
+#: each contender runs right after each other one as often (a run's speed depends on what ran
+#: before it in the process: its freed memory, its writeback).
+ORDERS = list(itertools.permutations(NAMES))
 
 
 def timed_run(name: str, paths: list[str], out: Path, chunk: int, seeded: Path) -> float:
@@ -189,7 +194,7 @@ def main() -> None:
     run = in_new_process if args.processes else timed_run
     times: dict[str, list[float]] = {name: [] for name in NAMES}
     for r in range(args.repeats):
-        for name in NAMES[r % 3 :] + NAMES[: r % 3]:  # each follows each other as often
+        for name in ORDERS[r % len(ORDERS)]:
             out = directory / f"out-{name.replace(' ', '-').replace(',', '')}"
             times[name].append(run(name, paths, out, chunk, seeded))
         print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
