@@ -17,13 +17,13 @@ same arrays to zarr with the same codec, side by side in one run.
 
 Runs alternate, each repeat in another order (all six in six repeats), so drifts of the shared
 machine hit all and each contender runs right after each other one as often (a run is slowed by
-the one before it in the process: its freed memory, its page cache writeback); the median and the
-fastest of ``--repeats`` are reported, with both ratios and the target (≤ 1.3), judged on the
-worse of the two. By default every run is in this one process, which
-has made each contender's arrays before (steady state, as a service ingesting all day would
-be). With ``--processes`` every timed run is the first of a new Python process (its imports
-not timed), as each ``dlr ingest`` command and each script of the baseline is: each side then
-also pays for the first touch of the memory it works in.
+the one before it in the process: its freed memory, its page cache writeback); the median and
+the fastest of ``--repeats`` are reported, with both ratios and the target (≤ 1.3), judged on
+the worse of the two. By default every run is in this one process, which has made each
+contender's arrays before (steady state, as a service ingesting all day would be). With
+``--processes`` every timed run is the first of a new Python process (its imports not timed),
+as each ``dlr ingest`` command and each script of the baseline is: each side then also pays for
+the first touch of the memory it works in.
 
     python benchmarks/bench_ingest.py [--dir bench-data/ingest] [--files 4] [--rows 500000]
         [--features 32] [--repeats 6] [--processes]
