@@ -373,8 +373,8 @@ def _check(
     ]
     for row, column in zip(through, columns, strict=True):
         np.copyto(row, column)
+    np.copyto(out, through.T)
     X = out
-    np.copyto(X, through.T)
     # a NaN or inf anywhere makes the sum one (so may an overflow: then look value by value)
     if not np.isfinite(np.add.reduce(X, axis=None)):
         finite = np.isfinite(X)
@@ -589,13 +589,13 @@ class _Workspace:
     once, not once per SOURCE or per batch (on a virtual machine a fresh page costs a fault of
     several microseconds): per group its chunk buffers and its summary's buffers, the ring of
     :data:`STACKED` arrays the batches' rows are stacked into, and the one they are stacked
-    through (:meth:`columns`)."""
+    through (:meth:`through`)."""
 
     def __init__(self):
         self.chunks: dict = {}
         self.accumulators: dict = {}
         self.stacked: list = [None] * STACKED
-        self.through: np.ndarray | None = None
+        self.transposing: np.ndarray | None = None
 
     def chunk_buffers(self, group: str, schema: dict, rows: int) -> list:
         """:data:`WRITES_AHEAD` + 1 buffers (X (rows, n), y (rows,), w (rows,) or None) for
@@ -627,14 +627,14 @@ class _Workspace:
             a = self.stacked[slot] = np.empty((rows, n), dtype=dtype)
         return a[:rows]
 
-    def columns(self, rows: int, n: int, dtype) -> np.ndarray:
+    def through(self, rows: int, n: int, dtype) -> np.ndarray:
         """An (n, rows) array of ``dtype`` that the main thread stacks each batch through: its
         columns copied in one by one, then the whole transposed into the batch's (rows, n)
         array in one copy, which NumPy does tile by tile (about five times faster than
         writing each column into every row's cache line in turn, as ``np.stack`` does)."""
-        a = self.through
+        a = self.transposing
         if a is None or a.shape[1] < rows or a.shape[0] != n or a.dtype != dtype:
-            a = self.through = np.empty((n, rows), dtype=dtype)
+            a = self.transposing = np.empty((n, rows), dtype=dtype)
         return a[:, :rows]
 
 
@@ -753,7 +753,7 @@ def _stage(
                 for future in readers[slot]:
                     future.result()
                 out = workspace.stack(slot, batch.num_rows, n, dtype)
-                through = workspace.columns(batch.num_rows, n, dtype)
+                through = workspace.through(batch.num_rows, n, dtype)
                 X, y, w, columns = _check(batch, schema, file, offset, out, through)
                 readers[slot] = [
                     hasher.submit(_hash_rows, hashes, X, y, w),

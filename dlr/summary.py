@@ -126,7 +126,7 @@ def of_rows(
     """The summary of rows ``x`` — (m, n), or (n, m) if not ``samples_first`` — with classes
     ``y`` (m,); histograms only with ``edges``."""
     xt = _features_first(x, samples_first)
-    return _summary(xt, y, edges, np.empty_like(xt))
+    return _summary(xt, y, edges, np.empty_like(xt), np.empty(xt.shape[1], dtype=bool))
 
 
 def _summary(
@@ -134,10 +134,10 @@ def _summary(
     y: np.ndarray,
     edges: Edges | None,
     scratch: np.ndarray,
-    below: np.ndarray | None = None,
+    below: np.ndarray,
 ) -> Summary:
     """:func:`of_rows` of float64 (n, m) ``xt``, computed in ``scratch`` (n, m) (and the
-    histogram's comparisons in ``below`` (m,) bool, or None: a new one)."""
+    histogram's comparisons in ``below`` (m,) bool)."""
     if xt.shape[1] == 0:
         return empty(xt.shape[0], edges)
     mean = xt.mean(axis=1)
@@ -151,12 +151,8 @@ def _summary(
         xt.min(axis=1),
         xt.max(axis=1),
         dict(zip(labels.tolist(), counts.tolist(), strict=True)),
-        None if edges is None else _histogram(xt, edges, scratch[0], _or_new(below, xt.shape[1])),
+        None if edges is None else _histogram(xt, edges, scratch[0], below),
     )
-
-
-def _or_new(below: np.ndarray | None, m: int) -> np.ndarray:
-    return np.empty(m, dtype=bool) if below is None else below
 
 
 def merge(parts) -> Summary:
