@@ -20,13 +20,14 @@ ingest counts its histograms on the rows' range by reading its staged spans back
 
 The span id is the sha256 of the schema (without its drift edges) and the rows (computed
 while writing), so the same content under any file name is the same span. Spans are written
-under temporary names (locally, each chunk file is fsynced on a thread of its own once
-written); then, holding the registry lease, ingest renames (or, on object storage, copies) them
-to ``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object
-storage also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit, which
-carries the ingest's history event (its file follows). An interrupted ingest leaves nothing
-visible, and no event; rerunning it completes it. A span already
-committed changes nothing. All SOURCEs of one call are committed together or not at all.
+under temporary names (locally, each whole chunk by :mod:`dlr.encode`'s direct writer, the
+bytes zarr would write, and each chunk file fsynced on a thread of its own once written);
+then, holding the registry lease, ingest renames (or, on object storage, copies) them to
+``spans/<id>`` and ``holdout/<id>`` and rewrites ``spans.json`` atomically (on object storage
+also a compare-and-swap, :meth:`Registry.update_span_entries`) — the commit, which carries the
+ingest's history event (its file follows). An interrupted ingest leaves nothing visible, and
+no event; rerunning it completes it. A span already committed changes nothing. All SOURCEs of
+one call are committed together or not at all.
 """
 
 import hashlib
@@ -42,6 +43,7 @@ import zarr
 
 from dlr.atomic import fsync_file
 from dlr.dataset import SAMPLES_FIRST, codecs
+from dlr.encode import direct_writer
 from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.pause import pause_point
@@ -462,8 +464,9 @@ class _GroupWriter:
     Rows are gathered straight into ``buffers``, :data:`WRITES_AHEAD` + 1 reused chunk buffers
     (:meth:`_Workspace.chunk_buffers`: one copy of each row, no temporaries). A full buffer is
     compressed and written by ``writer``, an executor the caller owns and shares between the
-    groups of one source (chunks of an array are written in parallel; its metadata changes only
-    while none of its writes is in flight), and its rows' ``summary`` counted by
+    groups of one source (chunks of an array are written in parallel, whole ones of a local
+    store by the direct writer, :mod:`dlr.encode`; its metadata changes only while none of its
+    writes is in flight), and its rows' ``summary`` counted by
     ``summarizer``, a one-thread executor (so each :class:`dlr.summary.Accumulator` sees its
     rows in order), while the caller goes on. A buffer is filled again only once its write and
     its count are done, which bounds the rows held in memory; an error of a write (a full disk)
@@ -503,6 +506,15 @@ class _GroupWriter:
             self.w = group.create_array(
                 "w", shape=(0,), chunks=(chunk_samples,), dtype="float64", **codecs()
             )
+        arrays = {"X": self.x, "y": self.y, "w": self.w}
+        direct = {
+            name: direct_writer(a, os.path.join(self.directory, name))
+            for name, a in arrays.items()
+            if a is not None and self.directory is not None
+        }
+        # whole chunks written by dlr's direct writer where it writes every array as zarr
+        # would (a local store; see dlr.encode), else by zarr
+        self.direct = direct if direct and all(direct.values()) else None
         self.buffers = buffers
         self.busy: list[list] = [[] for _ in self.buffers]  # the futures using each buffer
         self.current, self.filled = 0, 0
@@ -556,20 +568,29 @@ class _GroupWriter:
             self.busy[self.current].pop(0).result()
 
     def _write(self, start: int, stop: int, X, y, w) -> None:
-        """Write rows [start, stop), whole chunks of arrays long enough (a writer's thread)."""
-        self.x[start:stop] = X
-        self.y[start:stop] = y
-        if self.w is not None:
-            self.w[start:stop] = w
-        if self.flusher is not None:
-            self.flusher.flush(
+        """Write rows [start, stop) — one chunk: whole, or the last rows — of arrays long
+        enough (a writer's thread)."""
+        i = start // self.c
+        if self.direct is not None and stop - start == self.c:
+            paths = [
+                self.direct[name].write(i, block)
+                for name, block in (("X", X), ("y", y), ("w", w))
+                if block is not None
+            ]
+        else:
+            self.x[start:stop] = X
+            self.y[start:stop] = y
+            if self.w is not None:
+                self.w[start:stop] = w
+            paths = [
                 os.path.join(
                     self.directory, name, a.metadata.encode_chunk_key((i,) + (0,) * (a.ndim - 1))
                 )
                 for name, a in (("X", self.x), ("y", self.y), ("w", self.w))
-                if a is not None
-                for i in range(start // self.c, -(-stop // self.c))
-            )
+                if a is not None and self.directory is not None
+            ]
+        if self.flusher is not None:
+            self.flusher.flush(paths)
 
     def _wait(self) -> None:
         """Until every write and count of this group is done (raising the first error)."""

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dlr import spans, spansummary, summary
+from dlr import encode, spans, spansummary, summary
 from dlr.registry import Registry
 from dlr.spans import holdout_mask, ingest
 from dlr.summary import Edges, of_rows
@@ -286,6 +286,39 @@ def test_every_chunk_file_is_flushed_while_the_ingest_goes_on(tmp_path, monkeypa
     assert len(chunk_files) == 3 * (-(-span.train_rows // 100) + -(-span.holdout_rows // 100))
     assert {in_group(p) for p in flushed} == chunk_files
     assert committed == [len(flushed)]  # all of them before the commit
+
+
+def test_a_span_is_the_bytes_zarr_writes_for_it(tmp_path, monkeypatch):
+    """dlr writes whole chunks of a local span itself (dlr.encode): every file of the span is
+    the one zarr's own writes make — float32 features, weights, a ragged last chunk."""
+    rng = np.random.default_rng(21)
+    t = pa.table(
+        {
+            "a": rng.normal(size=ROWS).astype(np.float32),
+            "b": rng.normal(size=ROWS).astype(np.float32),
+            "label": rng.integers(0, 2, ROWS),
+            "weight": rng.random(ROWS),
+        }
+    )
+    source = write("parquet", t, tmp_path / "day")
+    written, chunk_write = [], encode.ChunkWriter.write
+
+    def counted(self, i, block):
+        written.append(i)
+        return chunk_write(self, i, block)
+
+    monkeypatch.setattr(encode.ChunkWriter, "write", counted)
+    options = ("--label", "label", "--sample-weight", "weight", "--chunk-samples", "100")
+    ok("ingest", source, "--registry", tmp_path / "direct", *options)
+    (direct,) = Registry(tmp_path / "direct").spans()
+    assert sorted(written) == sorted(3 * [*range(direct.train_rows // 100),
+                                          *range(direct.holdout_rows // 100)])  # fmt: skip
+    monkeypatch.setattr(spans, "direct_writer", lambda arr, directory: None)
+    ok("ingest", source, "--registry", tmp_path / "zarr", *options)
+    (by_zarr,) = Registry(tmp_path / "zarr").spans()
+    assert direct.id == by_zarr.id
+    for a, b in ((direct.train_url, by_zarr.train_url), (direct.holdout_url, by_zarr.holdout_url)):
+        assert tree(a) == tree(b)
 
 
 def test_the_same_content_under_another_name_changes_nothing(tmp_path):
