@@ -1,4 +1,5 @@
-"""Writing whole chunks of a zarr array of a local store: dlr's direct chunk writer, or none.
+"""Writing whole chunks of a zarr array of a local store: dlr's direct chunk writer, for arrays
+stored as dlr stores its own.
 
 zarr writes a chunk on its event-loop thread, in Python, and its crc32c codec checksums and
 copies the whole chunk holding the GIL: beside other work of the same process (ingest's reading,
@@ -50,7 +51,8 @@ def direct_writer(arr: zarr.Array, directory: str | None) -> ChunkWriter | None:
 
     Claimed: zarr v3 arrays, unsharded, whose chunks span every axis but the first, of a
     bool, integer or float dtype, with zarr's little-endian bytes serializer and exactly blosc
-    then crc32c (as :func:`dlr.dataset.codecs` makes them), on a little-endian machine; and
+    then crc32c, that store every chunk (``write_empty_chunks``; all as
+    :func:`dlr.dataset.codecs` makes them), on a little-endian machine; and
     then only if a probe chunk written by zarr and by the writer is the same bytes (which
     checks how this zarr calls numcodecs, e.g. the typesize it gives blosc).
     """
@@ -62,6 +64,8 @@ def direct_writer(arr: zarr.Array, directory: str | None) -> ChunkWriter | None:
         return None
     if tuple(arr.chunks[1:]) != tuple(arr.shape[1:]) or arr.filters:
         return None
+    if not arr.config.write_empty_chunks:
+        return None  # zarr would not store a chunk of fill values at all
     serializer = arr.serializer
     endian = getattr(getattr(serializer, "endian", None), "value", None)
     if type(serializer).__name__ != "BytesCodec" or (dtype.itemsize > 1 and endian != "little"):

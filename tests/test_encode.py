@@ -99,6 +99,7 @@ def make(tmp_path, **kw) -> zarr.Array:
         pytest.param({"chunks": (10, 2)}, id="chunks-split-the-columns"),
         pytest.param({"filters": [zarr.codecs.TransposeCodec(order=(1, 0))]}, id="transposed"),
         pytest.param({"dtype": "complex128"}, id="complex"),
+        pytest.param({"config": {"write_empty_chunks": False}}, id="empty-chunks-not-stored"),
     ],
 )
 def test_an_array_stored_any_other_way_is_left_to_zarr(tmp_path, other):
