@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dlr import encode, spans, spansummary, summary
+from dlr import encode, spans, spansummary, summary, tables
 from dlr.registry import Registry
 from dlr.spans import holdout_mask, ingest
 from dlr.summary import Edges, of_rows
@@ -431,6 +431,25 @@ def test_a_non_integer_label_in_a_float_label_column_is_named_by_row(tmp_path):
     error = refused("ingest", bad, "--registry", tmp_path / "reg", "--label", "label")
     assert f"'{bad}', column 'label', row 2100: label 0.5 is not an integer class" in error
     assert Registry(str(tmp_path / "reg")).spans() == []
+
+
+def test_a_csv_file_streams_in_whole_batches_that_name_the_row_of_a_bad_value(tmp_path):
+    """A CSV file of several of the reader's 1 MiB blocks: batches of the rows asked for (the
+    last one shorter), its types inferred from its first rows as pyarrow infers them, and a
+    bad value named by its row in the file wherever it is."""
+    rows = 60_000  # about 3.7 MB of text
+    t = table(rows, seed=13)
+    source = write("csv", t, tmp_path / "day")
+    batches = list(tables.read_batches(source, 25_000))
+    assert [(offset, b.num_rows) for _, offset, b in batches] == [
+        (0, 25_000), (25_000, 25_000), (50_000, 10_000)
+    ]  # fmt: skip
+    assert pa.Table.from_batches([b for *_, b in batches]).equals(pa_csv.read_csv(source))
+    a = t.column("a").to_numpy().copy()
+    a[45_678] = np.inf
+    bad = write("csv", t.set_column(0, "a", pa.array(a)), tmp_path / "bad")
+    error = refused("ingest", bad, "--registry", tmp_path / "reg", "--label", "label")
+    assert f"'{bad}', column 'a', row 45678: inf; features must be finite" in error
 
 
 def test_the_first_ingest_must_name_the_label(tmp_path):

@@ -1,11 +1,15 @@
 """Streaming memory is bounded by chunk size × threads: the peak memory a streaming training
-process actually maps does not grow with the dataset."""
+process, or an ingest of a Parquet or CSV file, actually maps does not grow with the data."""
 
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
 from dlr.synthetic import make_dataset
@@ -55,3 +59,52 @@ def test_peak_memory_of_streaming_training_does_not_grow_with_the_data(tmp_path)
     # blocks) at most: the interpreter and libraries, plus chunk size × threads × 6
     bound = peaks["one chunk"] + 6 * CHUNK_BYTES * os.cpu_count()
     assert peaks["12 chunks"] < bound, f"{report}; bound {bound / MB:.0f} MiB"
+
+
+#: ``dlr ingest`` in this process, then its peak resident set and the peak of Arrow's memory
+#: pool (what pyarrow's readers hold, read ahead or cached).
+INGEST_AND_REPORT_PEAKS = """
+import re, sys
+import pyarrow as pa
+from dlr.cli import main
+main(sys.argv[1:], standalone_mode=False)
+status = open("/proc/self/status").read()
+print("VMHWM_KB", re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
+print("ARROW_PEAK", pa.default_memory_pool().max_memory())
+"""
+
+
+def peaks_of_an_ingest(source: str, registry: str) -> tuple[int, int]:
+    argv = ["-q", "ingest", source, "--registry", registry, "--label", "label"]
+    done = subprocess.run(
+        [sys.executable, "-c", INGEST_AND_REPORT_PEAKS, *argv, "--chunk-samples", "4096"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rss = int(re.search(r"VMHWM_KB (\d+)", done.stdout).group(1)) * 1024
+    return rss, int(re.search(r"ARROW_PEAK (\d+)", done.stdout).group(1))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_peak_memory_of_an_ingest_does_not_grow_with_the_file(tmp_path, kind):
+    """Files as pyarrow writes them by default (Parquet: one row group for all these rows);
+    four times the rows (77 MB more features) may cost neither Arrow's readers nor the
+    process a fraction of that. pyarrow's defaults held the whole Parquet file (pre_buffer)
+    and read a CSV file ahead by up to 32 blocks of 16 MB."""
+    peaks = {}
+    for rows in (200_000, 800_000):
+        rng = np.random.default_rng(rows)
+        X = rng.normal(size=(rows, 16))
+        columns = {f"f{j}": X[:, j] for j in range(16)}
+        t = pa.table(columns | {"label": (X[:, 0] > 0).astype(np.int64)})
+        source = str(tmp_path / f"{rows}.{kind}")
+        pq.write_table(t, source) if kind == "parquet" else pa_csv.write_csv(t, source)
+        peaks[rows] = peaks_of_an_ingest(source, str(tmp_path / f"registry-{rows}"))
+    (rss, arrow), (big_rss, big_arrow) = peaks[200_000], peaks[800_000]
+    report = f"peak RSS {rss / MB:.0f} → {big_rss / MB:.0f} MiB, Arrow {arrow / MB:.0f} → " \
+             f"{big_arrow / MB:.0f} MiB"  # fmt: skip
+    assert big_arrow - arrow < 8 * MB, report
+    assert big_rss - rss < 40 * MB, report
