@@ -31,12 +31,12 @@ NUMPY = (".npy", ".npz")
 
 Batches = Iterator[tuple[str, int, pa.RecordBatch]]
 
-#: How a Parquet file is streamed: pyarrow's default ``pre_buffer=True`` caches the stored bytes
-#: of every row group it is asked for, so iterating over a whole file held all of it (a 213 MB
-#: file peaked at 250 MB of Arrow memory); without it, and reading each column chunk through a
-#: 1 MiB buffer instead of whole, memory is bounded by the batch, not by the file or its row
-#: groups (61 MB for the same file, two row groups of up to 1M rows), and local reads are no
-#: slower.
+#: How a local Parquet file is streamed: pyarrow's default ``pre_buffer=True`` caches the stored
+#: bytes of every row group it is asked for, so iterating over a whole file held all of it (a
+#: 213 MB file peaked at 250 MB of Arrow memory); without it, and reading each column chunk
+#: through a 1 MiB buffer instead of whole, memory is bounded by the batch, not by the file or
+#: its row groups (61 MB for the same file, two row groups of up to 1M rows), and local reads
+#: are no slower.
 PARQUET_STREAMING = {"pre_buffer": False, "buffer_size": 1 << 20}
 
 #: The bytes of a CSV file its column types are inferred from (its first block, as before).
@@ -145,14 +145,10 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
         )
     try:
         if kind == "parquet":
-            # a local path goes to pyarrow itself: its native reads, not a Python file object's
-            with nullcontext(path) if is_local(name) else fs.open(path, "rb") as f:
-                offset = 0
-                for batch in pq.ParquetFile(f, **PARQUET_STREAMING).iter_batches(
-                    batch_size=batch_rows
-                ):
-                    yield name, offset, batch
-                    offset += batch.num_rows
+            offset = 0
+            for batch in _parquet(fs, path, is_local(name), batch_rows):
+                yield name, offset, batch
+                offset += batch.num_rows
         elif kind == "csv":
             yield from _csv(fs, path, name, batch_rows)
         elif path.lower().endswith(".npy"):
@@ -166,6 +162,21 @@ def _file(fs, path: str, name: str, batch_rows: int) -> Batches:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read '{name}': {e}") from None
+
+
+def _parquet(fs, path: str, local: bool, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The record batches of a Parquet file. A local path goes to pyarrow itself (its native
+    reads, not a Python file object's), streamed as :data:`PARQUET_STREAMING` says. A remote
+    file keeps pyarrow's pre-buffering, which reads each row group's column chunks in a few
+    large requests instead of one per buffer, and is asked for one row group at a time, so
+    the bytes it holds are one row group's."""
+    if local:
+        yield from pq.ParquetFile(path, **PARQUET_STREAMING).iter_batches(batch_size=batch_rows)
+        return
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
 
 
 def _csv(fs, path: str, name: str, batch_rows: int) -> Batches:

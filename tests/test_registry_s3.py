@@ -5,6 +5,7 @@ import subprocess
 import threading
 
 import numpy as np
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
@@ -14,7 +15,7 @@ from dlr.registry import Registry, RegistryConflict
 from dlr.regstore import Conflict, Store
 from dlr.spans import ingest
 from dlr.spanset import training_source
-from tests.registry_support import DLR, fitted, ok, race_two_ingests, table
+from tests.registry_support import DLR, fitted, ok, race_two_ingests, table, tree
 from tests.test_object_storage import KEY, SECRET, endpoint  # noqa: F401 (the fixture)
 
 
@@ -82,6 +83,29 @@ def test_a_registry_on_s3_holds_the_same_spans_and_trains_the_same_model(storage
     np.testing.assert_array_equal(loaded.coef_, models[0].coef_)
     listing = ok("registry", "list", url, "--json", *cli_options(storage))
     assert '"champion"' in listing
+
+
+def test_sources_on_s3_become_the_spans_their_local_copies_make(storage, tmp_path):
+    """Parquet (read a row group at a time, pre-buffered) and CSV files on the server are the
+    same spans, byte for byte, as the same files on local disk."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=storage["endpoint_url"], key=KEY, secret=SECRET)
+    parquet, csv = tmp_path / "day1.parquet", tmp_path / "day2.csv"
+    pq.write_table(table(3000, seed=31), parquet, row_group_size=700)
+    pa_csv.write_csv(table(2000, seed=32), csv)
+    for path in (parquet, csv):
+        fs.put(str(path), f"dlr-registry/sources/{path.name}")
+    remote = [f"s3://dlr-registry/sources/{p.name}" for p in (parquet, csv)]
+    options = ("--label", "label", "--chunk-samples", "256")
+    ok("ingest", *remote, "--registry", tmp_path / "from-s3", *options, *cli_options(storage))
+    ok("ingest", parquet, csv, "--registry", tmp_path / "from-disk", *options)
+    from_s3 = Registry(tmp_path / "from-s3").spans()
+    from_disk = Registry(tmp_path / "from-disk").spans()
+    assert [s.id for s in from_s3] == [s.id for s in from_disk] and len(from_s3) == 2
+    for a, b in zip(from_s3, from_disk, strict=True):
+        assert tree(a.train_url) == tree(b.train_url)
+        assert tree(a.holdout_url) == tree(b.holdout_url)
 
 
 def test_an_expired_lease_on_s3_is_taken_over_by_exactly_one(storage):
