@@ -3,8 +3,9 @@
 Every reader yields ``(file, first_row, batch)``: the file the rows come from, the index of the
 batch's first row in that file (0-based, not counting a CSV header), and a
 ``pyarrow.RecordBatch``. Parquet and CSV are streamed (``ParquetFile.iter_batches``,
-``pyarrow.csv.open_csv``), ``.npy`` is memory-mapped and zarr is read chunk by chunk, so a file
-larger than memory is fine; an ``.npz`` archive is read whole. A source is a file, a directory
+``pyarrow.csv.open_csv``), so is a C-order ``.npy`` (its rows read a batch at a time) and zarr
+is read chunk by chunk, so a file larger than memory is fine; an ``.npz`` archive is read
+whole. A source is a file, a directory
 of such files (read in sorted order, hidden and ``_`` files skipped), or a zarr group; local
 paths or fsspec URLs.
 
@@ -238,21 +239,68 @@ def _joined(parts: list) -> pa.RecordBatch:
 
 
 def _npy(fs, path: str, name: str, batch_rows: int) -> Batches:
+    """An .npy file in batches of ``batch_rows`` rows: a 2-D array (columns x0, x1, ...) or a
+    structured one (a column per field). A C-order array (``np.save``'s) is streamed: its
+    header read, then its rows, ``batch_rows`` at a time, so memory is bounded by the batch
+    on local disk and object storage alike; a Fortran-order one is memory-mapped (local) or
+    read whole (remote)."""
+    with fs.open(path, "rb") as f:
+        header = _npy_header(f, name)
+        if header is not None and not (header[1] and len(header[0]) > 1):
+            shape, _, dtype = header
+            _npy_columns(np.empty((0, *shape[1:]) if shape else (), dtype), name)  # its errors
+            row = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+            for start in range(0, shape[0], batch_rows):
+                k = min(batch_rows, shape[0] - start)
+                raw = f.read(k * row)
+                if len(raw) != k * row:
+                    raise DataError(
+                        f"'{name}' is truncated: its header says {shape[0]} rows, its data ends "
+                        f"in row {start + len(raw) // row}"
+                    )
+                block = np.frombuffer(raw, dtype=dtype).reshape(k, *shape[1:])
+                for _, offset, batch in _slices(_npy_columns(block, name), name, batch_rows):
+                    yield name, start + offset, batch
+            return
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     else:
         with fs.open(path, "rb") as f:
             array = np.load(f, allow_pickle=False)
+    yield from _slices(_npy_columns(array, name), name, batch_rows)
+
+
+#: The .npy header readers NumPy makes public, by format version (3.0 differs only in allowing
+#: UTF-8 field names: such a file is read by ``np.load``).
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _npy_header(f, name: str) -> tuple | None:
+    """(shape, fortran_order, dtype) of the .npy file ``f`` (left at its data), or None for a
+    format version without a public header reader."""
+    read = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+    if read is None:
+        f.seek(0)
+        return None
+    shape, fortran, dtype = read(f)
+    if dtype.hasobject:
+        raise DataError(f"'{name}' holds Python objects; dlr reads numbers only (no pickles)")
+    return shape, fortran, dtype
+
+
+def _npy_columns(array: np.ndarray, name: str) -> dict:
+    """The named columns of an .npy array: its fields, or x0, x1, ... of a 2-D array."""
     if array.dtype.names:
-        columns = {field: array[field] for field in array.dtype.names}
-    elif array.ndim == 2:
-        columns = {f"x{j}": array[:, j] for j in range(array.shape[1])}
-    else:
-        raise DataError(
-            f"'{name}' holds a {array.ndim}-D array; an .npy batch is a 2-D array (columns "
-            "x0, x1, ...) or a structured array (one field per column)"
-        )
-    yield from _slices(columns, name, batch_rows)
+        return {field: array[field] for field in array.dtype.names}
+    if array.ndim == 2:
+        return {f"x{j}": array[:, j] for j in range(array.shape[1])}
+    raise DataError(
+        f"'{name}' holds a {array.ndim}-D array; an .npy batch is a 2-D array (columns "
+        "x0, x1, ...) or a structured array (one field per column)"
+    )
 
 
 def _columns(arrays: dict, name: str) -> dict:
@@ -275,8 +323,13 @@ def _slices(columns: dict, name: str, batch_rows: int) -> Batches:
     m = lengths.pop() if lengths else 0
     for start in range(0, m, batch_rows):
         stop = min(start + batch_rows, m)
-        arrays = [pa.array(np.ascontiguousarray(c[start:stop])) for c in columns.values()]
+        arrays = [pa.array(_native(c[start:stop])) for c in columns.values()]
         yield name, start, pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+def _native(column: np.ndarray) -> np.ndarray:
+    """``column`` contiguous and in this machine's byte order (what pyarrow takes)."""
+    return np.ascontiguousarray(column, dtype=column.dtype.newbyteorder("="))
 
 
 def _zarr(source: str, batch_rows: int, storage_options: dict | None) -> Batches:

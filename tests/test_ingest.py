@@ -452,6 +452,39 @@ def test_a_csv_file_streams_in_whole_batches_that_name_the_row_of_a_bad_value(tm
     assert f"'{bad}', column 'a', row 45678: inf; features must be finite" in error
 
 
+@pytest.mark.parametrize("layout", ["2-D", "structured", "big-endian", "fortran"])
+def test_an_npy_file_is_read_in_batches_as_numpy_reads_it(tmp_path, layout):
+    """np.save's C-order arrays are streamed from their header on (the rows of a batch at a
+    time); a Fortran-order array is memory-mapped. Either way the columns are np.load's."""
+    rng = np.random.default_rng(14)
+    array = rng.normal(size=(50, 3))
+    if layout in ("structured", "big-endian"):
+        order = ">" if layout == "big-endian" else "<"
+        array = np.zeros(50, dtype=[("a", f"{order}f8"), ("label", f"{order}i8")])
+        array["a"], array["label"] = rng.normal(size=50), rng.integers(0, 2, 50)
+    elif layout == "fortran":
+        array = np.asfortranarray(array)
+    np.save(tmp_path / "day.npy", array)
+    batches = list(tables.read_batches(str(tmp_path / "day.npy"), 7))
+    assert [offset for _, offset, _ in batches] == list(range(0, 50, 7))
+    got = pa.Table.from_batches([b for *_, b in batches])
+    names = array.dtype.names or [f"x{j}" for j in range(3)]
+    for j, name in enumerate(names):
+        expected = array[name] if array.dtype.names else array[:, j]
+        np.testing.assert_array_equal(got.column(name).to_numpy(), expected)
+
+
+def test_a_truncated_npy_file_is_named_with_the_rows_it_lacks(tmp_path):
+    np.save(tmp_path / "day.npy", np.zeros((100, 4)))
+    with open(tmp_path / "day.npy", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "day.npy") - 8 * 4 * 30 - 5)
+    error = refused("ingest", tmp_path / "day.npy", "--registry", tmp_path / "reg", "--label", "x3")
+    assert (
+        f"'{tmp_path / 'day.npy'}' is truncated: its header says 100 rows, its data ends in row 69"
+        in error
+    )
+
+
 def test_the_first_ingest_must_name_the_label(tmp_path):
     source = write("parquet", table(100, seed=8), tmp_path / "day1")
     error = refused("ingest", source, "--registry", tmp_path / "reg")
