@@ -5,9 +5,8 @@ batch's first row in that file (0-based, not counting a CSV header), and a
 ``pyarrow.RecordBatch``. Parquet and CSV are streamed (``ParquetFile.iter_batches``,
 ``pyarrow.csv.open_csv``), so is a C-order ``.npy`` (its rows read a batch at a time) and zarr
 is read chunk by chunk, so a file larger than memory is fine; an ``.npz`` archive is read
-whole. A source is a file, a directory
-of such files (read in sorted order, hidden and ``_`` files skipped), or a zarr group; local
-paths or fsspec URLs.
+whole. A source is a file, a directory of such files (read in sorted order, hidden and ``_``
+files skipped), or a zarr group; local paths or fsspec URLs.
 
 Columns of a 2-D array (``X`` of an .npz or a zarr group, a plain 2-D .npy) are named
 ``x0, x1, ...``; 1-D arrays and the fields of a structured .npy keep their own names.
