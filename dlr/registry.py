@@ -153,11 +153,19 @@ class Registry:
         is absent in a registry from before it was kept, until :meth:`set_drift_edges`."""
         return self._meta()["schema"]
 
+    def fixed_schema(self) -> dict | None:
+        """:attr:`schema` once a committed span fixed it, else None: a first ingest writes the
+        schema just before its commit, and one killed in between leaves a schema that no span
+        has, which the next first ingest replaces."""
+        schema = self.schema
+        return schema if schema is None or self.span_entries() else None
+
     def set_schema(self, schema: dict) -> None:
-        """Fix the schema (first ingest only; the caller holds the lease)."""
+        """Fix the schema (first ingest only, see :meth:`fixed_schema`; the caller holds the
+        lease)."""
 
         def change(meta: dict):
-            if meta["schema"] is not None and meta["schema"] != schema:
+            if meta["schema"] not in (None, schema) and self.span_entries():
                 raise RegistryConflict(f"the schema of '{self.url}' is already fixed")
             return {**meta, "schema": schema}, None
 

@@ -109,7 +109,7 @@ def ingest(
         raise DlrError(f"--chunk-samples must be at least 1, got {chunk_samples}")
     if drift_bins is not None and drift_bins < 2:
         raise DlrError(f"--drift-bins must be at least 2, got {drift_bins}")
-    schema = registry.schema
+    schema = registry.fixed_schema()
     first_ingest = schema is None
     if first_ingest:
         edges = None  # until the first batch fixes the features: then declared ones, if any
@@ -824,7 +824,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
     """Publish the staged spans and rewrite spans.json (holding ``lease``)."""
     if not lease.held:
         raise DlrError("the registry lease was lost before the commit; nothing was committed")
-    fixed = registry.schema
+    fixed = registry.fixed_schema()
     # a schema from before drift edges may have had them fixed meanwhile (by a retrain)
     legacy = fixed is not None and "drift" not in schema and "drift" in fixed
     if fixed is not None and fixed != schema and not (legacy and _core(fixed) == schema):
@@ -877,6 +877,7 @@ def _commit(registry: Registry, staged: list[_Staged], schema: dict, lease: Leas
             pause_point("published")
             if fixed is None:
                 registry.set_schema(schema)
+                pause_point("schema-fixed")
             registry.update_span_entries(
                 lambda current: _appended(current, new),
                 lambda old, committed: _ingest_event(old, committed, lease),

@@ -535,6 +535,29 @@ def test_an_ingest_killed_before_its_commit_leaves_nothing_and_the_rerun_complet
         assert "already committed" in ok("ingest", day2, "--registry", reg)
 
 
+def test_a_first_ingest_killed_after_writing_the_schema_fixes_nothing(tmp_path):
+    """The schema is written just before spans.json: killed in between, no span fixed it, so
+    the next first ingest fixes its own (here another feature order), as if none had run."""
+    day = write("parquet", table(ROWS, seed=15), tmp_path / "day")
+    reg = tmp_path / "reg"
+    process = spawn(INGEST, "ingest", day, "--registry", reg, "--label", "label",
+                    env={"DLR_TEST_PAUSE_AT": "schema-fixed"})  # fmt: skip
+    try:
+        assert process.stderr.readline() == "dlr: paused at schema-fixed\n"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+    registry = Registry(str(reg))
+    assert registry.schema["features"] == ["a", "b", "c"] and registry.spans() == []
+    out = ok("ingest", day, "--registry", reg, "--label", "label", "--features", "c,b,a")
+    assert out.startswith("committed span ")
+    assert registry.schema["features"] == ["c", "b", "a"] == registry.fixed_schema()["features"]
+    error = refused("ingest", day, "--registry", reg, "--features", "a,b,c")
+    assert "--features a,b,c disagrees with the registry's schema (features c,b,a" in error
+
+
 def test_two_ingests_racing_on_one_registry_commit_both_spans(tmp_path):
     reg = str(tmp_path / "reg")
     day0 = write("parquet", table(300, seed=20), tmp_path / "day0")
