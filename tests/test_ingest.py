@@ -48,10 +48,16 @@ def write(kind: str, t: pa.Table, path) -> str:
             pq.write_table(t.slice(s, e - s), f"{path}/part-{i}.parquet", row_group_size=300)
         with open(f"{path}/_SUCCESS", "w"):
             pass  # marker files of Spark and friends are skipped
+        pq.write_table(t.slice(0, 10), f"{path}/.part-0.parquet.crc")  # and hidden ones
+        pq.write_table(t.slice(0, 10), f"{path}/.unfinished.parquet")
         return path
     if kind == "csv":
         pa_csv.write_csv(t, f"{path}.csv")
         return f"{path}.csv"
+    if kind == "csv.gz":
+        with pa.CompressedOutputStream(f"{path}.csv.gz", "gzip") as out:
+            pa_csv.write_csv(t, out)
+        return f"{path}.csv.gz"
     columns = {name: t.column(name).to_numpy() for name in t.column_names}
     if kind == "npy":  # a structured array: one field per column
         dtype = [(name, c.dtype) for name, c in columns.items()]
@@ -91,7 +97,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(summary, "BLOCK_BYTES", 8 * 3 * 100)
 
 
-@pytest.mark.parametrize("kind", ["parquet", "parquet-directory", "csv", "npy", "npz"])
+@pytest.mark.parametrize("kind", ["parquet", "parquet-directory", "csv", "csv.gz", "npy", "npz"])
 def test_every_format_becomes_the_same_content_named_span(kind, tmp_path, small_blocks):
     t = table(ROWS, seed=1)
     reference = tmp_path / "reference"
@@ -421,6 +427,61 @@ def test_a_batch_that_breaks_the_schema_is_refused_and_nothing_is_committed(kind
     assert f"'{bad}'" in error and message in error, error
     assert committed_state(reg) == before  # not even the good batch of the same call
     assert len(Registry(str(reg)).spans()) == 1
+
+
+@pytest.mark.parametrize("weight", [-0.5, np.nan])
+def test_a_weight_that_is_negative_or_not_a_number_is_named_by_row(tmp_path, weight):
+    t = table(ROWS, seed=16)
+    weights = np.ones(ROWS)
+    weights[777] = weight
+    bad = write("parquet", t.append_column("w", pa.array(weights)), tmp_path / "day")
+    error = refused("ingest", bad, "--registry", tmp_path / "reg", "--label", "label",
+                    "--sample-weight", "w")  # fmt: skip
+    assert (
+        f"'{bad}', column 'w', row 777: sample weight {weight}; weights must be finite and ≥ 0"
+        in error
+    )
+    assert Registry(str(tmp_path / "reg")).spans() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (("--label", "c"), "--label c disagrees with the registry's schema (label 'label'"),
+        (
+            ("--sample-weight", "a"),
+            "--sample-weight a disagrees with the registry's schema (sample_weight None",
+        ),  # fmt: skip
+        (
+            ("--features", "b,a,c"),
+            "--features b,a,c disagrees with the registry's schema (features a,b,c",
+        ),  # fmt: skip
+    ],
+)
+def test_a_later_ingest_cannot_change_the_schema_by_its_options(tmp_path, option, message):
+    reg = tmp_path / "reg"
+    ok("ingest", write("parquet", table(300, seed=17), tmp_path / "day1"), "--registry", reg,
+       "--label", "label")  # fmt: skip
+    day2 = write("parquet", table(300, seed=18), tmp_path / "day2")
+    error = refused("ingest", day2, "--registry", reg, *option)
+    assert message in error and "fixed at its first ingest" in error
+    assert len(Registry(str(reg)).spans()) == 1
+
+
+def test_a_csv_files_types_are_inferred_from_its_first_16_mib(tmp_path):
+    """A column whose values look like integers for the first 2 MB of the file (beyond the
+    1 MiB blocks it is streamed in) and then has a fraction is a float column."""
+    rows = 120_000
+    t = table(rows, seed=19)
+    counts = np.arange(rows, dtype=np.float64) % 7
+    counts[100_000] = 2.5  # about 6 MB into the file
+    source = write("csv", t.set_column(0, "a", pa.array(counts)), tmp_path / "day")
+    assert pa_csv.read_csv(source).schema.field("a").type == pa.float64()
+    ok("ingest", source, "--registry", tmp_path / "reg", "--label", "label")
+    registry = Registry(str(tmp_path / "reg"))
+    assert registry.schema["dtypes"]["a"] == "double"
+    X, _ = span_rows(registry, registry.spans()[0].id)
+    assert sorted(np.unique(X[:, 0])) == [0, 1, 2, 2.5, 3, 4, 5, 6]
 
 
 def test_a_non_integer_label_in_a_float_label_column_is_named_by_row(tmp_path):
