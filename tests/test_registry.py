@@ -5,6 +5,7 @@ model while the champion moves."""
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +13,7 @@ import pytest
 
 import dlr
 from dlr.errors import DlrError, ModelError
+from dlr.lease import Lease
 from dlr.registry import Registry, RegistryConflict, resolve_model_path
 from dlr.spans import ingest
 from dlr.spanset import training_source
@@ -127,6 +129,44 @@ def test_rollback_to_a_version_whose_checksums_fail_is_refused(registry):
     assert registry.alias("champion") == 3
 
 
+def test_promote_to_a_version_whose_checksums_fail_is_refused(registry):
+    move(registry, "champion", 1)
+    coef = os.path.join(registry.model_url(3), "coef.npy")
+    damaged = bytearray(open(coef, "rb").read())
+    damaged[-1] ^= 0xFF
+    with open(coef, "wb") as f:
+        f.write(damaged)
+    events = len(registry.history())
+    error = refused("registry", "promote", registry.url, "3")
+    assert "does not match the checksum in model.json" in error
+    assert registry.alias("champion") == 1 and len(registry.history()) == events
+
+
+def test_a_removed_alias_keeps_its_pointer_with_no_version(registry):
+    move(registry, "challenger", 2)
+    move(registry, "challenger", None, reason="withdrawn")
+    assert registry.alias("challenger") is None and "challenger" not in registry.aliases()
+    pointer = json.loads(open(os.path.join(registry.url, "aliases", "challenger.json")).read())
+    assert (pointer["version"], pointer["previous"], pointer["reason"]) == (None, 2, "withdrawn")
+    moves = [(e["from"], e["to"]) for e in registry.history() if e["event"] == "alias"]
+    assert moves == [(None, 2), (2, None)]
+
+
+def test_a_registry_command_waits_for_a_held_lease_or_says_who_holds_it(registry):
+    with Lease.acquire(registry, owner="nightly", run_key="day-9", ttl=30):
+        error = refused("registry", "promote", registry.url, "1", "--lease-wait", "0")
+        assert "another run holds the registry lease (owner nightly, run day-9" in error
+        assert registry.alias("champion") is None
+    with Lease.acquire(registry, owner="nightly", run_key="day-10", ttl=30) as held:
+        threading.Timer(0.5, held.release).start()
+        started = time.monotonic()
+        assert ok("registry", "promote", registry.url, "1", "--lease-wait", "20") == (
+            "champion: version - → 1\n"
+        )
+        assert time.monotonic() - started >= 0.5  # it waited for the release
+    assert registry.alias("champion") == 1
+
+
 def test_list_json_gives_each_versions_aliases_decision_metrics_and_spans(registry, tmp_path):
     move(registry, "champion", 3)
     bare = Registry.create_or_open(str(tmp_path / "bare"))
@@ -181,8 +221,14 @@ def test_spans_exclude_and_include_on_the_command_line(registry):
     listing = ok("registry", "spans", registry.url)
     assert "[excluded: labels shuffled]" in listing and span.source in listing
     assert [s.id for s in registry.spans()] == [registry.spans(True)[1].id]
+    events = len(registry.history())
+    again = ok("registry", "exclude", registry.url, span.id, "--reason", "labels shuffled")
+    assert again == f"span {span.id} is already excluded; nothing changed: labels shuffled\n"
     ok("registry", "include", registry.url, span.id)
     assert len(registry.spans()) == 2
+    again = ok("registry", "include", registry.url, span.id)
+    assert again == f"span {span.id} is not excluded; nothing changed\n"
+    assert len(registry.history()) == events + 1  # the include; neither rerun recorded a thing
     error = refused("registry", "exclude", registry.url, "zzzzzzzz", "--reason", "x")
     assert "has no committed span 'zzzzzzzz'" in error
     history = ok("registry", "history", registry.url)
