@@ -167,6 +167,21 @@ def assert_consistent(registry: Registry, run_key: str) -> None:
     assert registry.run_record(run_key)["status"] == "finished"
 
 
+def test_a_window_of_spans_given_on_the_command_line_is_the_training_set(days):
+    """--window-last N trains on the last N committed spans, --window-within on those
+    committed within the period: the version's lineage names exactly those."""
+    for day in (1, 2, 3):
+        days.ingest(day)
+    spans = [s.id for s in days.registry.spans()]
+    first = CliRunner().invoke(main, [*days.command("day-3")[1:], "--window-last", "2"])
+    assert first.exit_code == PROMOTED, first.output
+    assert days.registry.version(1).lineage["spans"] == spans[1:]
+    days.ingest(4)
+    second = CliRunner().invoke(main, [*days.command("day-4")[1:], "--window-within", "30d"])
+    assert second.exit_code in (PROMOTED, REJECTED), second.output
+    assert days.registry.version(2).lineage["spans"] == [s.id for s in days.registry.spans()]
+
+
 # --- the gate in a run -------------------------------------------------------------------------
 
 
@@ -187,8 +202,13 @@ def test_first_run_promotes_and_a_rerun_of_its_key_only_reports(days):
     assert again.repeated and (again.exit_code, again.version) == (PROMOTED, 1)
     assert len(reg.versions()) == 1
     run = Path(reg.run_url("day-1"))
-    assert json.loads((run / "report.json").read_text())["decision"] == "promoted"
+    report = json.loads((run / "report.json").read_text())
+    assert report["decision"] == "promoted"
     assert (run / "report.json").read_bytes() == (run / "run.json").read_bytes()  # the record
+    stages = {"plan", "train", "evaluate", "drift"}  # each stage's seconds, in the version too
+    assert set(report["timings"]) == stages | {"publish"} and set(lineage["timings"]) >= stages
+    assert all(seconds >= 0 for seconds in report["timings"].values())
+    assert report["timings"]["train"] > 0
     assert "<svg" in (run / "report.html").read_text()
 
 
