@@ -619,6 +619,43 @@ def test_a_first_ingest_killed_after_writing_the_schema_fixes_nothing(tmp_path):
     assert "--features a,b,c disagrees with the registry's schema (features c,b,a" in error
 
 
+def test_a_disk_full_at_the_commit_is_a_clear_error_and_the_rerun_completes(tmp_path):
+    """The span is written and published; then the disk fills before spans.json is rewritten:
+    a one-line error, spans.json as it was (no span visible), and once there is room again
+    the rerun commits the span once."""
+    day1 = write("parquet", table(ROWS, seed=22), tmp_path / "day1")
+    day2 = write("parquet", table(ROWS, seed=23), tmp_path / "day2")
+    with small_tmpfs(tmp_path / "small", "4m") as small:
+        reg, resume = small / "reg", tmp_path / "resume"
+        ok("ingest", day1, "--registry", reg, "--label", "label")
+        before = Registry(str(reg)).span_entries()
+        pause = {"DLR_TEST_PAUSE_AT": "published", "DLR_TEST_RESUME_FILE": str(resume)}
+        process = spawn(INGEST, "ingest", day2, "--registry", reg, env=pause)
+        try:
+            assert process.stderr.readline() == "dlr: paused at published\n"
+            with open(small / "filler", "wb") as filler:  # every byte left
+                try:
+                    while True:
+                        filler.write(b"\0" * 65536)
+                        filler.flush()
+                except OSError:
+                    pass
+            resume.touch()
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 1
+        assert err == (
+            f"dlr: error: cannot commit to '{reg}': No space left on device; nothing was "
+            "committed\n"
+        )
+        assert Registry(str(reg)).span_entries() == before
+        os.remove(small / "filler")
+        assert ok("ingest", day2, "--registry", reg).startswith("committed span ")
+        spans = Registry(str(reg)).spans()
+        assert len(spans) == 2 and len({s.id for s in spans}) == 2
+
+
 def test_two_ingests_racing_on_one_registry_commit_both_spans(tmp_path):
     reg = str(tmp_path / "reg")
     day0 = write("parquet", table(300, seed=20), tmp_path / "day0")
