@@ -182,6 +182,30 @@ def test_a_window_of_spans_given_on_the_command_line_is_the_training_set(days):
     assert days.registry.version(2).lineage["spans"] == [s.id for s in days.registry.spans()]
 
 
+def test_without_a_run_key_the_scheduled_time_truncated_to_the_period_is_the_key(days):
+    """A retry of the same scheduled run (any time within its period) is the same run: it
+    reports the earlier outcome and registers nothing."""
+    days.ingest(1)
+    args = days.command("unused")[1:]
+    at = args.index("--run-key")
+    args = args[:at] + args[at + 2 :]
+    first = CliRunner().invoke(main, [*args, "--scheduled-time", "2026-12-01T02:17:05Z"])
+    assert first.exit_code == PROMOTED, first.output
+    assert days.registry.version(1).lineage["run_key"] == "20261201T000000Z"
+    retry = CliRunner().invoke(main, [*args, "--scheduled-time", "2026-12-01T23:59:00Z"])
+    assert retry.exit_code == PROMOTED and len(days.registry.versions()) == 1
+    days.ingest(2)
+    hourly = ["--scheduled-time", "2026-12-01T02:17:05Z", "--period", "1h"]
+    CliRunner().invoke(main, [*args, *hourly])
+    assert days.registry.version(2).lineage["run_key"] == "20261201T020000Z"
+
+
+def test_the_exit_statuses_are_the_documented_ones():
+    """0 promoted, 3 rejected by the gate, 4 nothing new, 5 another run holds the lock (1 is
+    any error): schedulers and scripts branch on these numbers."""
+    assert (PROMOTED, REJECTED, NOTHING_NEW, LOCKED) == (0, 3, 4, 5)
+
+
 # --- the gate in a run -------------------------------------------------------------------------
 
 
@@ -232,6 +256,9 @@ def test_a_batch_with_shuffled_labels_is_rejected_and_the_champion_stays(days):
     assert reg.version(2).lineage["decision"] == "rejected"
     assert "failed on the fresh holdout" in outcome.reason
     assert outcome.record["drift"]["label_shift"] >= 0
+    again = days.retrain("day-2")  # a retry of the finished run: its outcome, again
+    assert again.repeated and (again.exit_code, again.version) == (REJECTED, 2)
+    assert len(reg.versions()) == 2 and reg.alias("champion") == 1
 
 
 def test_manual_promotion_only_sets_the_challenger(days):
