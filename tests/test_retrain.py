@@ -206,6 +206,45 @@ def test_the_exit_statuses_are_the_documented_ones():
     assert (PROMOTED, REJECTED, NOTHING_NEW, LOCKED) == (0, 3, 4, 5)
 
 
+def test_every_dlr_train_option_is_dlr_retrains_unless_the_registry_decides_it():
+    """The same click options (names, flags, types, defaults); the rest are the registry's:
+    the data and its columns, the starting point, the checkpoints, the model's path; early
+    stopping needs a validation set a registry does not name."""
+    train, retrain_command = main.get_command(None, "train"), main.get_command(None, "retrain")
+    theirs = {p.name: p for p in train.params}
+    ours = {p.name: p for p in retrain_command.params}
+    registrys = {"data", "x_name", "y_name", "sample_weight", "model_path", "overwrite",
+                 "init_model", "checkpoint", "resume", "validation", "early_stopping",
+                 "n_iter_no_change", "plot"}  # fmt: skip
+    assert set(theirs) - set(ours) == registrys
+    for name in set(theirs) & set(ours):
+        a, b = theirs[name], ours[name]
+        assert (a.opts, a.default, type(a.type), a.multiple) == (b.opts, b.default, type(b.type),
+                                                                 b.multiple), name  # fmt: skip
+
+
+def test_the_train_options_given_to_dlr_retrain_are_the_fits(days):
+    """--C, --standardize, --class-weight, --solver ... reach the fit: the first version is,
+    bit for bit, dlr.LogisticRegression with those parameters fitted on the same spans."""
+    days.ingest(1)
+    options = ["--solver", "lbfgs", "--C", "0.25", "--standardize", "--class-weight", "balanced",
+               "--max-iter", "30", "--tol", "1e-10"]  # fmt: skip
+    gate = [f"--gate={g}" for g in GATE]
+    args = ["-q", "retrain", "--registry", days.url, "--holdout", days.holdout, *gate]
+    result = CliRunner().invoke(main, [*args, *options, "--run-key", "day-1"])
+    assert result.exit_code == PROMOTED, result.output
+    reg = days.registry
+    params = reg.version(1).lineage["params"]
+    assert (params["solver"], params["C"], params["standardize"]) == ("lbfgs", 0.25, True)
+    assert params["class_weight"] == "balanced"
+    expected = dlr.LogisticRegression(
+        solver="lbfgs", C=0.25, standardize=True, class_weight="balanced", max_iter=30, tol=1e-10
+    ).fit(training_source(reg, reg.spans()))
+    got = dlr.load(reg.model_url(1))
+    np.testing.assert_array_equal(got.coef_, expected.coef_)
+    np.testing.assert_array_equal(got.intercept_, expected.intercept_)
+
+
 # --- the gate in a run -------------------------------------------------------------------------
 
 
