@@ -1,8 +1,10 @@
 """The registry on an S3-protocol server process (moto): spans, versions, aliases and the lease
 with real conditional writes; the same bits as a local registry."""
 
+import json
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pyarrow.csv as pa_csv
@@ -10,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import dlr
+from dlr.errors import DlrError
 from dlr.lease import Lease, LeaseHeld
 from dlr.registry import Registry, RegistryConflict
 from dlr.regstore import Conflict, Store
@@ -108,6 +111,20 @@ def test_sources_on_s3_become_the_spans_their_local_copies_make(storage, tmp_pat
         assert tree(a.holdout_url) == tree(b.holdout_url)
 
 
+def test_a_live_holder_renews_its_lease_on_s3_past_its_ttl(storage):
+    """Renewal is a conditional write (If-Match on the lease's ETag): it keeps the lease past
+    several ttls, and nobody else can take it meanwhile."""
+    registry = Registry.create_or_open("s3://dlr-registry/renewal", storage)
+    with Lease.acquire(registry, owner="long run", run_key="r", ttl=1.0) as lease:
+        first = json.loads(registry.store.read("lease.json"))["expires"]
+        time.sleep(2.5)  # 2.5 ttls
+        assert lease.held
+        assert json.loads(registry.store.read("lease.json"))["expires"] > first + 1.0
+        with pytest.raises(LeaseHeld):
+            Lease.acquire(registry, owner="other", run_key="s")
+    assert registry.store.read("lease.json") is None  # released
+
+
 def test_an_expired_lease_on_s3_is_taken_over_by_exactly_one(storage):
     registry = Registry.create_or_open("s3://dlr-registry/takeover", storage)
     stale = Lease.acquire(registry, owner="crashed", run_key="r0", ttl=0.5)
@@ -164,6 +181,28 @@ def test_readers_on_s3_see_the_old_champion_or_the_new_never_a_mix(storage, tmp_
         stop.set()
         reader.join()
     assert errors == [] and set(seen) == {1, 2}
+
+
+def test_a_version_on_s3_is_invisible_until_its_model_json_and_its_number_is_never_reused(
+    storage, tmp_path, monkeypatch
+):
+    """A version whose writer stopped before model.json (written last) is no version: not
+    listed, not loadable; and a writer that picks its number anyway (another writer took it
+    first) takes the next one instead of writing into it."""
+    pq.write_table(table(400, seed=6), tmp_path / "day.parquet")
+    registry = Registry.create_or_open("s3://dlr-registry/partial", storage)
+    ingest([str(tmp_path / "day.parquet")], registry, label="label")
+    registry.store.create("versions/1/lineage.json", b'{"version": 1}')  # model.json never came
+    assert registry.versions() == []
+    with pytest.raises(DlrError, match="has no version 1"):
+        dlr.load(f"{registry.url}@1", storage)
+    assert ok("registry", "list", registry.url, "--json", *cli_options(storage)).strip() == "[]"
+    monkeypatch.setattr(Registry, "_version_numbers", lambda self: [])  # it cannot see 1
+    model = fitted(training_source(registry, registry.spans()))
+    assert registry.register_version(model, {}) == 2
+    monkeypatch.undo()
+    assert [v.version for v in registry.versions()] == [2]
+    assert registry.store.read("versions/1/lineage.json") == b'{"version": 1}'  # untouched
 
 
 def test_two_ingests_racing_on_an_s3_registry_commit_both_spans(storage, tmp_path):
