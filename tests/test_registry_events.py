@@ -167,6 +167,19 @@ def test_a_change_killed_at_its_commit_is_recorded_exactly_if_it_happened(moment
     check_kill_and_rerun(subjects, moment)
 
 
+def test_the_next_command_of_any_kind_writes_the_event_file_a_killed_change_left(tmp_path):
+    """Killed after its commit, an exclude left its event in spans.json only; the next command
+    that takes the lease — here a promote, nothing to do with spans — writes its file."""
+    (exclude,) = [c for c in CASES if c.name == "exclude"]
+    subject = Subject(exclude, str(tmp_path / "exclude"), None, tmp_path)
+    kill_at_pause([subject], "after")
+    (event,) = subject.events()
+    assert not subject.has_file(event)
+    ok("registry", "promote", subject.url, "2")  # waits for the killed command's lease
+    assert subject.has_file(event) and subject.events() == [event]
+    assert all(subject.has_file(e) for e in subject.history())
+
+
 def test_on_s3_a_change_killed_after_its_commit_is_recorded_and_its_rerun_writes_the_file(
     endpoint,  # noqa: F811
     tmp_path,
