@@ -2,6 +2,7 @@
 with real conditional writes; the same bits as a local registry."""
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -18,7 +19,7 @@ from dlr.registry import Registry, RegistryConflict
 from dlr.regstore import Conflict, Store
 from dlr.spans import ingest
 from dlr.spanset import training_source
-from tests.registry_support import DLR, fitted, ok, race_two_ingests, table, tree
+from tests.registry_support import DLR, fitted, ok, race_two_ingests, spawn, table, tree
 from tests.test_object_storage import KEY, SECRET, endpoint  # noqa: F401 (the fixture)
 
 
@@ -109,6 +110,33 @@ def test_sources_on_s3_become_the_spans_their_local_copies_make(storage, tmp_pat
     for a, b in zip(from_s3, from_disk, strict=True):
         assert tree(a.train_url) == tree(b.train_url)
         assert tree(a.holdout_url) == tree(b.holdout_url)
+
+
+def test_an_ingest_into_s3_killed_before_its_commit_leaves_nothing_and_the_rerun_cleans_up(
+    storage, tmp_path
+):
+    """SIGKILL once the span is staged under staging/: no span is visible; the rerun removes
+    the dead process's staged objects and commits the span once."""
+    day = tmp_path / "day.parquet"
+    pq.write_table(table(500, seed=33), day)
+    url = "s3://dlr-registry/killed-ingest"
+    Registry.create_or_open(url, storage)
+    args = ["ingest", day, "--registry", url, "--label", "label", *cli_options(storage)]
+    process = spawn("from dlr.cli import main; main()", *args,
+                    env={"DLR_TEST_PAUSE_AT": "before-commit"})  # fmt: skip
+    try:
+        assert process.stderr.readline() == "dlr: paused at before-commit\n"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+    registry = Registry(url, storage)
+    assert registry.spans() == []
+    assert any(n.startswith(".tmp-") for n in registry.store.listdir("staging"))
+    assert ok(*args).startswith("committed span ")
+    assert len(registry.spans()) == 1
+    assert [n for n in registry.store.listdir("staging") if n.startswith(".tmp-")] == []
 
 
 def test_a_live_holder_renews_its_lease_on_s3_past_its_ttl(storage):
