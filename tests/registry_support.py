@@ -1,6 +1,7 @@
 """Shared pieces of the registry tests: batches of data, CLI runs, fitted models."""
 
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -52,6 +53,20 @@ def spawn(code: str, *args, env: dict | None = None) -> subprocess.Popen:
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def killed_at(stage: str, *args) -> subprocess.Popen:
+    """``dlr ARGS`` in a process of its own, SIGKILLed where it pauses at ``stage``."""
+    process = spawn("from dlr.cli import main; main()", *args,
+                    env={"DLR_TEST_PAUSE_AT": stage})  # fmt: skip
+    try:
+        assert process.stderr.readline() == f"dlr: paused at {stage}\n"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+    return process
 
 
 def fitted(source, max_iter: int = 5) -> dlr.LogisticRegression:

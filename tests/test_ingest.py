@@ -23,6 +23,7 @@ from dlr.summary import Edges, of_rows
 from dlr.tables import declared_ranges
 from tests.conftest import assert_matches
 from tests.registry_support import (
+    killed_at,
     ok,
     race_two_ingests,
     refused,
@@ -601,15 +602,7 @@ def test_a_first_ingest_killed_after_writing_the_schema_fixes_nothing(tmp_path):
     the next first ingest fixes its own (here another feature order), as if none had run."""
     day = write("parquet", table(ROWS, seed=15), tmp_path / "day")
     reg = tmp_path / "reg"
-    process = spawn(INGEST, "ingest", day, "--registry", reg, "--label", "label",
-                    env={"DLR_TEST_PAUSE_AT": "schema-fixed"})  # fmt: skip
-    try:
-        assert process.stderr.readline() == "dlr: paused at schema-fixed\n"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        process.kill()
-        process.communicate()
+    killed_at("schema-fixed", "ingest", day, "--registry", reg, "--label", "label")
     registry = Registry(str(reg))
     assert registry.schema["features"] == ["a", "b", "c"] and registry.spans() == []
     out = ok("ingest", day, "--registry", reg, "--label", "label", "--features", "c,b,a")

@@ -44,6 +44,15 @@ def move(registry, name, version, reason="test"):
     registry.move_alias(name, version, expected=registry.alias(name), run="t", reason=reason)
 
 
+def damage(registry, version: int, name: str) -> None:
+    """Flip the last byte of file ``name`` of ``version``."""
+    path = os.path.join(registry.model_url(version), name)
+    damaged = bytearray(open(path, "rb").read())
+    damaged[-1] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(damaged)
+
+
 def test_versions_are_complete_numbered_directories_with_their_lineage(registry):
     versions = registry.versions()
     assert [v.version for v in versions] == [1, 2, 3]
@@ -118,11 +127,7 @@ def test_promote_and_rollback_go_back_to_the_previous_champion(registry):
 def test_rollback_to_a_version_whose_checksums_fail_is_refused(registry):
     move(registry, "champion", 1)
     move(registry, "champion", 3)
-    coef = os.path.join(registry.model_url(1), "coef.npy")
-    damaged = bytearray(open(coef, "rb").read())
-    damaged[-1] ^= 0xFF
-    with open(coef, "wb") as f:
-        f.write(damaged)
+    damage(registry, 1, "coef.npy")
     error = refused("registry", "rollback", registry.url)
     assert "refusing to roll back to version 1:" in error
     assert "does not match the checksum in model.json" in error
@@ -131,11 +136,7 @@ def test_rollback_to_a_version_whose_checksums_fail_is_refused(registry):
 
 def test_promote_to_a_version_whose_checksums_fail_is_refused(registry):
     move(registry, "champion", 1)
-    coef = os.path.join(registry.model_url(3), "coef.npy")
-    damaged = bytearray(open(coef, "rb").read())
-    damaged[-1] ^= 0xFF
-    with open(coef, "wb") as f:
-        f.write(damaged)
+    damage(registry, 3, "coef.npy")
     events = len(registry.history())
     error = refused("registry", "promote", registry.url, "3")
     assert "does not match the checksum in model.json" in error

@@ -2,7 +2,6 @@
 with real conditional writes; the same bits as a local registry."""
 
 import json
-import signal
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from dlr.registry import Registry, RegistryConflict
 from dlr.regstore import Conflict, Store
 from dlr.spans import ingest
 from dlr.spanset import training_source
-from tests.registry_support import DLR, fitted, ok, race_two_ingests, spawn, table, tree
+from tests.registry_support import DLR, fitted, killed_at, ok, race_two_ingests, table, tree
 from tests.test_object_storage import KEY, SECRET, endpoint  # noqa: F401 (the fixture)
 
 
@@ -122,15 +121,7 @@ def test_an_ingest_into_s3_killed_before_its_commit_leaves_nothing_and_the_rerun
     url = "s3://dlr-registry/killed-ingest"
     Registry.create_or_open(url, storage)
     args = ["ingest", day, "--registry", url, "--label", "label", *cli_options(storage)]
-    process = spawn("from dlr.cli import main; main()", *args,
-                    env={"DLR_TEST_PAUSE_AT": "before-commit"})  # fmt: skip
-    try:
-        assert process.stderr.readline() == "dlr: paused at before-commit\n"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        process.kill()
-        process.communicate()
+    killed_at("before-commit", *args)
     registry = Registry(url, storage)
     assert registry.spans() == []
     assert any(n.startswith(".tmp-") for n in registry.store.listdir("staging"))
