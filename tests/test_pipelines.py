@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import types
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,9 @@ def test_the_prefect_flow_retries_with_the_same_run_key_and_never_trains_twice(
 
     monkeypatch.setattr(LogisticRegression, "fit", counted_fit)
     monkeypatch.setattr(Registry, "move_alias", failing_once)
+    # the runs as the deployment's 02:00 run of 2026-11-30 (started later, by hand): its key
+    scheduled = types.SimpleNamespace(scheduled_start_time=datetime(2026, 11, 30, 2, tzinfo=UTC))
+    monkeypatch.setattr(flows, "flow_run", scheduled)
     with prefect_test_harness(server_startup_timeout=60):
         state = flows.retrain_flow(config=str(config), return_state=True)
         assert state.is_completed() and state.result() == 0
@@ -166,4 +171,5 @@ def test_the_prefect_flow_retries_with_the_same_run_key_and_never_trains_twice(
     assert [v.version for v in reg.versions()] == [1]
     assert reg.alias("champion") == 1
     (run,) = {v.lineage["run_key"] for v in reg.versions()}
+    assert run == "20261130T000000Z"  # from the scheduled time, not the time it ran
     assert reg.run_record(run)["status"] == "finished"
