@@ -84,7 +84,17 @@ def test_the_report_is_strict_json_and_a_self_contained_page(dataset, tmp_path):
         "run 20261201T0000Z: version 2 rejected (champion was 1)"
     )
     assert "drift: max PSI 0.3" in text
+    ll, auc = metrics["log_loss"], metrics["roc_auc"]
+    assert f"  pinned holdout (203 samples): log_loss {ll:.6g} (champion {ll:.6g}), roc_auc " \
+           f"{auc:.6g} (champion {auc:.6g})" in text.splitlines()  # fmt: skip
+    assert (
+        f"  fresh holdout (203 samples): log_loss {ll:.6g} (champion {ll:.6g}), roc_auc – "
+        f"(champion {auc:.6g})" in text.splitlines()
+    )  # a NaN metric is shown as –
     assert "<h1>dlr retrain 20261201T0000Z</h1>" in page
+    assert "<thead><tr><th>train</th></tr></thead><tbody><tr><td>1.5</td>" in page  # timings
+    assert "<tr><td>x&lt;0&gt;</td><td>–</td><td>0.3</td><td>0</td><td>1</td>" in page  # drift
+    assert "<tr><td>1</td><td>0.5</td><td>0.6</td></tr>" in page  # the label rates
 
 
 def test_the_figures_need_no_plotting_library(dataset, tmp_path):
