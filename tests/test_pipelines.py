@@ -61,6 +61,8 @@ def test_the_crontab_line_runs_dlr_retrain_daily():
     assert len(entries) == 1
     fields = entries[0].split(None, 5)
     assert all(CRON_FIELD.match(f) for f in fields[:5]), fields
+    assert fields[:5] == ["0", "2", "*", "*", "*"]  # 02:00 every day...
+    assert "CRON_TZ=UTC" in (PIPELINES / "crontab").read_text().splitlines()  # ...UTC
     argv = check_installed_command(shlex.split(fields[5].split(">>")[0]), "crontab")
     assert "retrain" in argv
 
@@ -75,6 +77,7 @@ def systemd_unit(name):
 def test_the_systemd_timer_starts_the_service_persistently():
     service, timer = systemd_unit("dlr-retrain.service"), systemd_unit("dlr-retrain.timer")
     assert timer["Timer"]["Persistent"] == "true"
+    assert timer["Timer"]["OnCalendar"] == "*-*-* 02:00:00 UTC"  # the crontab's time
     assert timer["Timer"]["Unit"] == "dlr-retrain.service"
     assert service["Service"]["Type"] == "oneshot"
     assert service["Service"]["SuccessExitStatus"].split() == ["3", "4", "5"]
