@@ -89,23 +89,34 @@ def test_a_registry_on_s3_holds_the_same_spans_and_trains_the_same_model(storage
 
 
 def test_sources_on_s3_become_the_spans_their_local_copies_make(storage, tmp_path):
-    """Parquet (read a row group at a time, pre-buffered) and CSV files on the server are the
-    same spans, byte for byte, as the same files on local disk."""
+    """Parquet (read a row group at a time, pre-buffered), CSV and .npy files (C order:
+    streamed; Fortran order: read whole) on the server are the same spans, byte for byte, as
+    the same files on local disk."""
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=storage["endpoint_url"], key=KEY, secret=SECRET)
     parquet, csv = tmp_path / "day1.parquet", tmp_path / "day2.csv"
     pq.write_table(table(3000, seed=31), parquet, row_group_size=700)
     pa_csv.write_csv(table(2000, seed=32), csv)
-    for path in (parquet, csv):
+    files = [parquet, csv]
+    for order in ("C", "F"):
+        X = np.asarray(table(1500, seed=34 if order == "C" else 35).to_pandas(), order=order)
+        files.append(tmp_path / f"day-{order}.npy")
+        np.save(files[-1], X)  # columns x0 .. x3, the last the label (as a float)
+    for path in files:
         fs.put(str(path), f"dlr-registry/sources/{path.name}")
-    remote = [f"s3://dlr-registry/sources/{p.name}" for p in (parquet, csv)]
-    options = ("--label", "label", "--chunk-samples", "256")
-    ok("ingest", *remote, "--registry", tmp_path / "from-s3", *options, *cli_options(storage))
-    ok("ingest", parquet, csv, "--registry", tmp_path / "from-disk", *options)
-    from_s3 = Registry(tmp_path / "from-s3").spans()
+    remote = [f"s3://dlr-registry/sources/{p.name}" for p in files]
+    options = ("--chunk-samples", "256")
+    for name, sources in (("from-s3", remote[:2]), ("from-disk", files[:2])):
+        ok("ingest", *sources, "--registry", tmp_path / name, "--label", "label", *options,
+           *cli_options(storage))  # fmt: skip
+    for name, sources in (("npy-from-s3", remote[2:]), ("npy-from-disk", files[2:])):
+        ok("ingest", *sources, "--registry", tmp_path / name, "--label", "x3", *options,
+           *cli_options(storage))  # fmt: skip
+    from_s3 = Registry(tmp_path / "from-s3").spans() + Registry(tmp_path / "npy-from-s3").spans()
     from_disk = Registry(tmp_path / "from-disk").spans()
-    assert [s.id for s in from_s3] == [s.id for s in from_disk] and len(from_s3) == 2
+    from_disk += Registry(tmp_path / "npy-from-disk").spans()
+    assert [s.id for s in from_s3] == [s.id for s in from_disk] and len(from_s3) == 4
     for a, b in zip(from_s3, from_disk, strict=True):
         assert tree(a.train_url) == tree(b.train_url)
         assert tree(a.holdout_url) == tree(b.holdout_url)
