@@ -377,6 +377,21 @@ def test_the_champion_is_evaluated_again_on_another_holdout_or_by_another_method
     assert record["metrics"]["champion"]["pinned"] == champion_on(other, days.registry, champion)[1]
 
 
+def test_the_champion_is_evaluated_again_when_its_run_saw_other_classes(days):
+    """The run that made the champion recorded its metrics for classes it knew; with other
+    classes (here as if its labels had been 1 and 2) they are not this run's: evaluated again."""
+    days.ingest(1)
+    days.retrain("day-1")
+    reg = days.registry
+    earlier = reg.run_record("day-1")
+    earlier["metrics"]["candidate"]["pinned"]["classes"] = [1, 2]
+    reg.save_run_file("day-1", "run.json", json.dumps(earlier).encode())
+    days.ingest(2)
+    record = days.retrain("day-2").record
+    assert record["reused"] is None
+    assert record["metrics"]["champion"]["pinned"] == champion_on(days.holdout, reg, 1)[1]
+
+
 def holdout_reads(days, monkeypatch) -> list:
     """The pinned holdout's files read from now on (hashing it reads every one)."""
     hashed = []
