@@ -2,6 +2,7 @@
 expires; a run that lost it cannot move an alias."""
 
 import json
+import os
 import signal
 import time
 
@@ -9,6 +10,7 @@ import pytest
 
 from dlr.lease import Lease, LeaseHeld, read_lease
 from dlr.registry import Registry, RegistryConflict
+from dlr.regstore import Conflict, Store
 from tests.registry_support import fitted, spawn
 
 TTL = 2.0
@@ -40,6 +42,30 @@ for line in sys.stdin:
 @pytest.fixture
 def registry(tmp_path):
     return Registry.create_or_open(str(tmp_path / "reg"))
+
+
+def test_an_exclusive_create_is_a_link_of_a_whole_file_and_survives_a_retried_nfs_link(
+    tmp_path, monkeypatch
+):
+    """The lease (and every exclusive create) is written whole to a temporary file, then
+    linked to its name: link(2) fails if the name exists, on NFS too (where flock excludes
+    nothing), and the name never shows a half-written file. A link that NFS retried after its
+    first attempt did link reports EEXIST; the temporary's link count (2) tells it apart."""
+    store = Store(str(tmp_path / "reg"))
+    store.create("a.json", b"first")
+    with pytest.raises(Conflict):
+        store.create("a.json", b"second")
+    assert store.read("a.json") == b"first"
+    link = os.link
+
+    def retried_by_nfs(src, dst):
+        link(src, dst)  # the first attempt did link; its reply was lost
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(os, "link", retried_by_nfs)
+    store.create("b.json", b"mine")
+    assert store.read("b.json") == b"mine"
+    assert sorted(os.listdir(tmp_path / "reg")) == ["a.json", "b.json"]  # no temporary left
 
 
 def test_the_lease_is_exclusive_until_released(registry):
