@@ -745,7 +745,12 @@ def test_a_full_disk_at_any_write_of_a_run_is_one_line_and_the_rerun_completes(t
         full_disk_at("checkpoint", r"runs/day-2/checkpoints/ckpt-\d{8}-[0-9a-f]{8}", "checkpoint ")
         assert reg.run_record("day-2")["status"] == "training" and reg.alias("champion") == 1
 
-        full_disk_at("report", "runs/day-2/report.json")  # version 2 registered and promoted
+        full_disk_at("version-written", "aliases/champion.json")  # version 2 registered
+        assert reg.alias("champion") == 1 and [v.version for v in reg.versions()] == [1, 2]
+        assert coefficients(reg, 1) == champion and dlr.load(f"{days.url}@champion")
+        assert sorted(os.listdir(Path(days.url) / "aliases")) == ["champion.json"]
+
+        full_disk_at("report", "runs/day-2/report.json")  # the rerun: version 2 promoted
         assert reg.run_record("day-2")["status"] == "evaluated"
         assert not (run / "report.json").exists()
         assert reg.alias("champion") == 2 and len(moves_to(days.url, 2)) == 1
