@@ -39,10 +39,15 @@ class ChunkWriter:
             raise ValueError(
                 f"a chunk of {chunk} {self.arr.dtype}, got {block.shape} {block.dtype}"
             )
-        key = self.arr.metadata.encode_chunk_key((index,) + (0,) * (len(chunk) - 1))
-        path = os.path.join(self.directory, key)
+        path = chunk_path(self.arr, self.directory, index)
         _write_file(path, _encoded(self.blosc, block))
         return path
+
+
+def chunk_path(arr: zarr.Array, directory: str, index: int) -> str:
+    """The file of chunk ``index`` along the first axis of ``arr``, stored in ``directory``
+    (chunks spanning the other axes)."""
+    return os.path.join(directory, arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1)))
 
 
 def direct_writer(arr: zarr.Array, directory: str | None) -> ChunkWriter | None:

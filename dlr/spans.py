@@ -43,7 +43,7 @@ import zarr
 
 from dlr.atomic import fsync_file
 from dlr.dataset import SAMPLES_FIRST, codecs
-from dlr.encode import direct_writer
+from dlr.encode import chunk_path, direct_writer
 from dlr.errors import DataError, DlrError
 from dlr.lease import COMMAND_TTL, Lease, default_owner
 from dlr.pause import pause_point
@@ -506,11 +506,13 @@ class _GroupWriter:
             self.w = group.create_array(
                 "w", shape=(0,), chunks=(chunk_samples,), dtype="float64", **codecs()
             )
-        arrays = {"X": self.x, "y": self.y, "w": self.w}
+        self.arrays = {
+            k: a for k, a in (("X", self.x), ("y", self.y), ("w", self.w)) if a is not None
+        }
         direct = {
             name: direct_writer(a, os.path.join(self.directory, name))
-            for name, a in arrays.items()
-            if a is not None and self.directory is not None
+            for name, a in self.arrays.items()
+            if self.directory is not None
         }
         # whole chunks written by dlr's direct writer where it writes every array as zarr
         # would (a local store; see dlr.encode), else by zarr
@@ -571,26 +573,17 @@ class _GroupWriter:
         """Write rows [start, stop) — one chunk: whole, or the last rows — of arrays long
         enough (a writer's thread)."""
         i = start // self.c
-        if self.direct is not None and stop - start == self.c:
-            paths = [
-                self.direct[name].write(i, block)
-                for name, block in (("X", X), ("y", y), ("w", w))
-                if block is not None
-            ]
-        else:
-            self.x[start:stop] = X
-            self.y[start:stop] = y
-            if self.w is not None:
-                self.w[start:stop] = w
-            paths = [
-                os.path.join(
-                    self.directory, name, a.metadata.encode_chunk_key((i,) + (0,) * (a.ndim - 1))
-                )
-                for name, a in (("X", self.x), ("y", self.y), ("w", self.w))
-                if a is not None and self.directory is not None
-            ]
+        blocks = {"X": X, "y": y, "w": w}
+        for name, a in self.arrays.items():
+            if self.direct is not None and stop - start == self.c:
+                self.direct[name].write(i, blocks[name])
+            else:
+                a[start:stop] = blocks[name]
         if self.flusher is not None:
-            self.flusher.flush(paths)
+            self.flusher.flush(
+                chunk_path(a, os.path.join(self.directory, name), i)
+                for name, a in self.arrays.items()
+            )
 
     def _wait(self) -> None:
         """Until every write and count of this group is done (raising the first error)."""
